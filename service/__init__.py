@@ -1,0 +1,1 @@
+"""The runtime: scores transcripts with an exported ONNX model. No torch, no transformers."""

@@ -1,0 +1,73 @@
+"""A model directory that describes itself: weights, tokenizer, labels, thresholds, metrics."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REQUIRED_FILES = ("model.onnx", "tokenizer.json", "config.json")
+
+
+class ModelDirError(RuntimeError):
+    """The model directory is missing, incomplete or inconsistent."""
+
+
+@dataclass(frozen=True)
+class ModelArtifact:
+    """What the service needs to know about a model, read from its directory."""
+
+    path: Path
+    name: str
+    version: str
+    labels: tuple[str, ...]
+    thresholds: dict[str, float]
+    max_length: int
+    base_model: str
+    languages: tuple[str, ...]
+    config: dict[str, Any]
+
+    @property
+    def onnx_path(self) -> Path:
+        return self.path / "model.onnx"
+
+    @property
+    def tokenizer_path(self) -> Path:
+        return self.path / "tokenizer.json"
+
+    @classmethod
+    def load(cls, path: Path) -> ModelArtifact:
+        """Read and check `config.json`; raise ModelDirError with a clear reason otherwise."""
+        if not path.is_dir():
+            raise ModelDirError(f"model directory {path} does not exist")
+        missing = [f for f in REQUIRED_FILES if not (path / f).is_file()]
+        if missing:
+            raise ModelDirError(f"model directory {path} lacks {', '.join(missing)}")
+        try:
+            config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ModelDirError(f"{path}/config.json is not valid JSON: {exc}") from exc
+        try:
+            labels = tuple(str(x) for x in config["labels"])
+            thresholds = {str(k): float(v) for k, v in config["thresholds"].items()}
+            artifact = cls(
+                path=path,
+                name=str(config["name"]),
+                version=str(config["version"]),
+                labels=labels,
+                thresholds=thresholds,
+                max_length=int(config["max_length"]),
+                base_model=str(config.get("base_model", "")),
+                languages=tuple(str(x) for x in config.get("languages", [])),
+                config=config,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelDirError(f"{path}/config.json is incomplete: {exc!r}") from exc
+        if not labels or set(thresholds) != set(labels):
+            raise ModelDirError(f"{path}/config.json: thresholds must name exactly the labels")
+        if not all(0.0 < t < 1.0 for t in thresholds.values()):
+            raise ModelDirError(f"{path}/config.json: thresholds must lie in (0, 1)")
+        if artifact.max_length < 8:
+            raise ModelDirError(f"{path}/config.json: max_length {artifact.max_length} too small")
+        return artifact

@@ -1,0 +1,144 @@
+"""The scoring core: tokenise, run the ONNX model, turn logits into per-label decisions.
+
+The REST API, the batch scorer and the distributed job are thin wrappers over this module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+from tokenizers import Encoding, Tokenizer
+
+from service.artifact import ModelArtifact
+from service.text import normalize
+
+FloatArray = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class TextScore:
+    """Scores of one text: the highest score over its windows, per label."""
+
+    scores: dict[str, float]
+    flags: dict[str, bool]
+    windows: int
+    best_window: dict[str, int]
+
+    @property
+    def sensitive(self) -> bool:
+        return any(self.flags.values())
+
+
+@dataclass(frozen=True)
+class TranscriptScore:
+    """Scores of a transcript: its messages, and per label the highest message score."""
+
+    messages: list[TextScore]
+    scores: dict[str, float]
+    flags: dict[str, bool]
+
+    @property
+    def sensitive(self) -> bool:
+        return any(self.flags.values())
+
+
+def _sigmoid(x: FloatArray) -> FloatArray:
+    out: FloatArray = (1.0 / (1.0 + np.exp(-x))).astype(np.float32)
+    return out
+
+
+class Classifier:
+    """Holds one onnxruntime session and one tokenizer; thread-safe for concurrent `run` calls."""
+
+    def __init__(
+        self,
+        artifact: ModelArtifact,
+        threads: int = 0,
+        batch_size: int = 32,
+        window_stride: int = 32,
+    ) -> None:
+        self.artifact = artifact
+        self.labels = artifact.labels
+        self.thresholds = np.array([artifact.thresholds[x] for x in self.labels], np.float32)
+        self.batch_size = batch_size
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(
+            str(artifact.onnx_path), opts, providers=["CPUExecutionProvider"]
+        )
+        names = {i.name for i in self.session.get_inputs()}
+        if names != {"input_ids", "attention_mask"}:
+            raise ValueError(f"model inputs {sorted(names)} != input_ids, attention_mask")
+        self.tokenizer = Tokenizer.from_file(str(artifact.tokenizer_path))
+        self.tokenizer.no_padding()
+        # Long texts are cut into overlapping windows; every window is scored.
+        self.tokenizer.enable_truncation(artifact.max_length, stride=window_stride)
+        self.pad_id = int(artifact.config.get("pad_token_id", 0))
+
+    # -- low level -------------------------------------------------------------------------
+    def windows(self, text: str) -> list[list[int]]:
+        """Token ids of each window of a (normalised) text, special tokens included."""
+        enc: Encoding = self.tokenizer.encode(text)
+        return [list(enc.ids)] + [list(o.ids) for o in enc.overflowing]
+
+    def run(self, sequences: Sequence[Sequence[int]]) -> FloatArray:
+        """Probabilities (n, labels) for token sequences, batched by length to save padding."""
+        out = np.zeros((len(sequences), len(self.labels)), np.float32)
+        order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            width = max(len(sequences[i]) for i in idx)
+            ids = np.full((len(idx), width), self.pad_id, np.int64)
+            mask = np.zeros((len(idx), width), np.int64)
+            for row, i in enumerate(idx):
+                seq = sequences[i]
+                ids[row, : len(seq)] = seq
+                mask[row, : len(seq)] = 1
+            logits = self.session.run(["logits"], {"input_ids": ids, "attention_mask": mask})[0]
+            out[idx] = _sigmoid(np.asarray(logits, np.float32))
+        return out
+
+    # -- texts and transcripts ---------------------------------------------------------------
+    def decide(self, probs: FloatArray, windows: int, best: Sequence[int]) -> TextScore:
+        """Per-label scores and flags for one text."""
+        return TextScore(
+            scores={lab: round(float(p), 6) for lab, p in zip(self.labels, probs, strict=True)},
+            flags={
+                lab: bool(p >= t)
+                for lab, p, t in zip(self.labels, probs, self.thresholds, strict=True)
+            },
+            windows=windows,
+            best_window={lab: int(b) for lab, b in zip(self.labels, best, strict=True)},
+        )
+
+    def score_texts(self, texts: Sequence[str]) -> list[TextScore]:
+        """Score texts; a text longer than the model's max length takes its best window."""
+        per_text: list[list[list[int]]] = []
+        for text in texts:
+            clean = normalize(text)
+            per_text.append(self.windows(clean) if clean else [])
+        flat = [w for ws in per_text for w in ws]
+        probs = self.run(flat) if flat else np.zeros((0, len(self.labels)), np.float32)
+        results, pos = [], 0
+        for ws in per_text:
+            if not ws:  # nothing left to score: empty or invisible-only text
+                zero = np.zeros(len(self.labels), np.float32)
+                results.append(self.decide(zero, 0, [0] * len(self.labels)))
+                continue
+            block = probs[pos : pos + len(ws)]
+            pos += len(ws)
+            results.append(self.decide(block.max(axis=0), len(ws), list(block.argmax(axis=0))))
+        return results
+
+    def score_transcript(self, contents: Sequence[str]) -> TranscriptScore:
+        """Score each message; the transcript takes, per label, its highest message score."""
+        messages = self.score_texts(contents)
+        scores = {lab: max(m.scores[lab] for m in messages) for lab in self.labels}
+        flags = {lab: any(m.flags[lab] for m in messages) for lab in self.labels}
+        return TranscriptScore(messages=messages, scores=scores, flags=flags)

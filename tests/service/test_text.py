@@ -1,0 +1,16 @@
+"""Normalisation removes what hides words and keeps what carries meaning."""
+
+from service.text import normalize
+
+
+def test_zero_width_and_bidi_removed() -> None:
+    assert normalize("dia\u200bbe\u200dtes\u202e") == "diabetes"
+
+
+def test_nfkc_and_whitespace() -> None:
+    assert normalize("  ｆｕｌｌ\u00a0width \n\t text ") == "full width text"
+
+
+def test_arabic_tatweel_removed_letters_kept() -> None:
+    assert normalize("صـــلاة") == "صلاة"
+    assert normalize("مرحبا") == "مرحبا"

@@ -1,0 +1,117 @@
+"""The whole road on a tiny random model: data -> train -> evaluate -> export -> serve -> POST."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from datasets import Dataset
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.settings import Settings
+from training.config import TrainConfig, resolve_base_model
+
+TINY = [
+    ("my doctor says my blood pressure is too high", ["health"]),
+    ("i broke my wrist and need a cast", ["health"]),
+    ("we go to church every sunday to pray", ["religion"]),
+    ("the imam led friday prayers at the mosque", ["religion"]),
+    ("who will win the presidential election", ["politics"]),
+    ("the senate passed the new tax bill", ["politics"]),
+    ("best pizza place near the station", []),
+    ("how do i fix a flat bike tyre", []),
+    ("recommend a thriller novel for the beach", []),
+    ("can fasting in ramadan affect my insulin dose", ["health", "religion"]),
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised BERT of the same architecture family, with a real tokenizer."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    tok = AutoTokenizer.from_pretrained(resolve_base_model("pkg:minilm"))
+    config = BertConfig(
+        vocab_size=tok.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    out = tmp_path_factory.mktemp("tiny-base")
+    BertModel(config).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def write_splits(folder: Path) -> None:
+    folder.mkdir(parents=True)
+    for split in ("train", "validation", "test"):
+        rows = [
+            {
+                "id": f"{split}-{i}",
+                "group": f"{split}-{i}",
+                "lang": "en",
+                "source": "authored",
+                "kind": "test",
+                "text": t,
+                "context": "",
+                "labels": labs,
+            }
+            for i, (t, labs) in enumerate(TINY)
+        ]
+        Dataset.from_list(rows).to_parquet(str(folder / f"{split}.parquet"))
+    (folder / "manifest.json").write_text(json.dumps({"inputs_hash": "tiny"}))
+
+
+def test_tiny_model_whole_road(tiny_base: Path, tmp_path: Path) -> None:
+    from training.evaluate import evaluate
+    from training.export import export
+    from training.train import train
+
+    write_splits(tmp_path / "splits")
+    cfg = TrainConfig(
+        name="tiny",
+        version="0.0.1",
+        base_model=str(tiny_base),
+        splits_dir=str(tmp_path / "splits"),
+        runs_dir=str(tmp_path / "runs"),
+        models_dir=str(tmp_path / "models"),
+        max_length=32,
+        batch_size=4,
+        epochs=2,
+        max_steps=4,
+        min_int8_agreement=0.0,
+    )
+    summary = train(cfg)
+    assert summary["steps"] == 4
+    assert (tmp_path / "runs/tiny/checkpoint/checkpoint.json").exists()
+    evaluation = evaluate(cfg)
+    assert set(evaluation["thresholds"]) == {"health", "religion", "politics"}
+    metrics = export(cfg)  # raises if fp32 ONNX differs from PyTorch by more than 1e-3
+    assert metrics["export"]["max_logit_diff_fp32_vs_pytorch"] <= 1e-3
+
+    model_dir = tmp_path / "models/tiny"
+    config = json.loads((model_dir / "config.json").read_text())
+    assert config["data_hash"] == "tiny" and config["labels"] == ["health", "religion", "politics"]
+    for f in ("model.onnx", "tokenizer.json", "metrics.json", "README.md"):
+        assert (model_dir / f).exists(), f
+
+    with TestClient(create_app(Settings(model_dir=model_dir))) as client:
+        r = client.post(
+            "/v1/classify",
+            json={
+                "messages": [
+                    {"role": "user", "content": "i have a headache"},
+                    {"role": "assistant", "content": "sorry to hear that"},
+                ]
+            },
+        )
+        assert r.status_code == 200
+        out = r.json()
+        assert out["model"] == {"name": "tiny", "version": "0.0.1"}
+        assert len(out["messages"]) == 2
+        assert set(out["transcript"]["flags"]) == {"health", "religion", "politics"}

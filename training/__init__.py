@@ -1,0 +1,1 @@
+"""Makes the models that the service serves: data, fine-tuning, evaluation, export."""

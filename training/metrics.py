@@ -1,0 +1,76 @@
+"""Thresholds and metrics for multi-label decisions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import average_precision_score
+
+
+def multi_hot(labels: list[list[str]], label_names: tuple[str, ...]) -> np.ndarray:
+    y = np.zeros((len(labels), len(label_names)), np.float32)
+    for i, labs in enumerate(labels):
+        for lab in labs:
+            if lab in label_names:
+                y[i, label_names.index(lab)] = 1.0
+    return y
+
+
+def prf(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    tp = float((pred & (y > 0)).sum())
+    fp = float((pred & (y == 0)).sum())
+    fn = float((~pred & (y > 0)).sum())
+    p = tp / (tp + fp) if tp + fp else 0.0
+    r = tp / (tp + fn) if tp + fn else 0.0
+    f = 2 * p * r / (p + r) if p + r else 0.0
+    return {"precision": p, "recall": r, "f1": f, "support": float((y > 0).sum())}
+
+
+def choose_threshold(y: np.ndarray, p: np.ndarray, min_recall: float) -> float:
+    """The threshold with the best F1 among those keeping recall >= min_recall.
+
+    If no threshold keeps that recall (tiny validation sets), the best-F1 threshold is used.
+    """
+    candidates = np.unique(np.clip(np.round(p, 4), 0.01, 0.99))
+    best, best_any = (-1.0, 0.5), (-1.0, 0.5)
+    for t in candidates:
+        m = prf(y, p >= t)
+        if m["f1"] > best_any[0]:
+            best_any = (m["f1"], float(t))
+        if m["recall"] >= min_recall and m["f1"] > best[0]:
+            best = (m["f1"], float(t))
+    return best[1] if best[0] >= 0 else best_any[1]
+
+
+def choose_thresholds(
+    y: np.ndarray, p: np.ndarray, labels: tuple[str, ...], min_recall: float
+) -> dict[str, float]:
+    return {lab: choose_threshold(y[:, j], p[:, j], min_recall) for j, lab in enumerate(labels)}
+
+
+def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
+    """ECE over all label decisions, equal-width bins."""
+    y, p = y.ravel(), p.ravel()
+    edges = np.linspace(0, 1, bins + 1)
+    ece = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        m = (p >= lo) & ((p < hi) | (hi == 1.0))
+        if m.any():
+            ece += m.mean() * abs(p[m].mean() - y[m].mean())
+    return float(ece)
+
+
+def report(
+    y: np.ndarray, p: np.ndarray, labels: tuple[str, ...], thresholds: dict[str, float]
+) -> dict[str, Any]:
+    """Per-label precision/recall/F1/PR-AUC, macro-F1 and ECE at the given thresholds."""
+    out: dict[str, Any] = {"labels": {}, "n": len(y)}
+    for j, lab in enumerate(labels):
+        m = prf(y[:, j], p[:, j] >= thresholds[lab])
+        if 0 < y[:, j].sum() < len(y):
+            m["pr_auc"] = float(average_precision_score(y[:, j], p[:, j]))
+        out["labels"][lab] = m
+    out["macro_f1"] = float(np.mean([out["labels"][lab]["f1"] for lab in labels]))
+    out["ece"] = expected_calibration_error(y, p)
+    return out

@@ -1,0 +1,86 @@
+"""The multi-label classifier: a transformer encoder, mean pooling and one logit per label."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
+
+
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Average the token vectors that the attention mask keeps."""
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1e-6)
+
+
+class MultiLabelClassifier(nn.Module):
+    """Encoder + mean pooling + linear head; outputs raw logits (sigmoid per label)."""
+
+    def __init__(self, encoder: nn.Module, hidden_size: int, num_labels: int, dropout: float = 0.1):
+        super().__init__()
+        self.encoder = encoder
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden_size, num_labels)
+
+    @classmethod
+    def from_base(
+        cls, base_model: str, num_labels: int, dropout: float = 0.1
+    ) -> MultiLabelClassifier:
+        """Start from any transformers id or local folder; the head is new."""
+        encoder = AutoModel.from_pretrained(base_model, add_pooling_layer=False)
+        return cls(encoder, encoder.config.hidden_size, num_labels, dropout)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
+        pooled = mean_pool(out.last_hidden_state, attention_mask)
+        logits: torch.Tensor = self.head(self.dropout(pooled))
+        return logits
+
+    def save(self, path: Path, tokenizer: PreTrainedTokenizerBase, meta: dict[str, object]) -> None:
+        """Write encoder, tokenizer, head weights and the training metadata into one folder."""
+        path.mkdir(parents=True, exist_ok=True)
+        self.encoder.save_pretrained(path / "encoder")
+        tokenizer.save_pretrained(path / "encoder")
+        torch.save(self.head.state_dict(), path / "head.pt")
+        (path / "checkpoint.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False))
+
+    @classmethod
+    def load(
+        cls, path: Path
+    ) -> tuple[MultiLabelClassifier, PreTrainedTokenizerBase, dict[str, object]]:
+        """Read back what `save` wrote."""
+        meta = json.loads((path / "checkpoint.json").read_text())
+        encoder = AutoModel.from_pretrained(path / "encoder", add_pooling_layer=False)
+        head = torch.load(path / "head.pt", weights_only=True)
+        model = cls(encoder, encoder.config.hidden_size, head["weight"].shape[0])
+        model.head.load_state_dict(head)
+        tokenizer = AutoTokenizer.from_pretrained(path / "encoder")
+        return model.eval(), tokenizer, meta
+
+
+@torch.no_grad()
+def predict_logits(
+    model: MultiLabelClassifier,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: list[str],
+    max_length: int,
+    batch_size: int = 64,
+) -> torch.Tensor:
+    """Logits for texts (truncated to max_length), in input order."""
+    model.eval()
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    out = torch.zeros(len(texts), model.head.out_features)
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        enc = tokenizer(
+            [texts[i] for i in idx],
+            padding=True,
+            truncation=True,
+            max_length=max_length,
+            return_tensors="pt",
+        )
+        out[idx] = model(enc["input_ids"], enc["attention_mask"]).float()
+    return out

@@ -1,0 +1,197 @@
+"""`make train`: fine-tune a multi-label classifier (one sigmoid per label) on the train split.
+
+Reads top to bottom: config, data, model, loop, evaluation, save. The best checkpoint by
+validation macro-F1 is kept in runs/<name>/checkpoint with its config and data hash.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import random
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+from transformers import AutoTokenizer, get_linear_schedule_with_warmup
+
+from training.config import TrainConfig, resolve, resolve_base_model
+from training.data import load_splits, splits_hash
+from training.metrics import choose_thresholds, multi_hot, report
+from training.model import MultiLabelClassifier, predict_logits
+
+log = logging.getLogger(__name__)
+
+
+def select(ds: Any, languages: tuple[str, ...]) -> Any:
+    return ds.filter(lambda r: r["lang"] in languages) if languages else ds
+
+
+def pos_weights(cfg: TrainConfig, y: np.ndarray) -> torch.Tensor:
+    """Weight of positives in the loss, per label."""
+    if isinstance(cfg.class_weights, dict):
+        return torch.tensor([cfg.class_weights.get(lab, 1.0) for lab in cfg.labels])
+    pos = y.sum(axis=0).clip(min=1)
+    return torch.tensor(np.sqrt((len(y) - pos) / pos), dtype=torch.float32)
+
+
+def length_grouped_batches(
+    texts: list[str], batch_size: int, rng: np.random.Generator
+) -> list[np.ndarray]:
+    """Shuffled batches of texts of similar length: far less padding, same randomness."""
+    order = rng.permutation(len(texts))
+    chunk = batch_size * 50
+    batches = []
+    for start in range(0, len(order), chunk):
+        part = sorted(order[start : start + chunk], key=lambda i: len(texts[i]))
+        batches += [np.array(part[i : i + batch_size]) for i in range(0, len(part), batch_size)]
+    rng.shuffle(batches)  # type: ignore[arg-type]
+    return batches
+
+
+def evaluate_split(model: MultiLabelClassifier, tok: Any, ds: Any, cfg: TrainConfig) -> np.ndarray:
+    logits = predict_logits(model, tok, list(ds["text"]), cfg.max_length)
+    return torch.sigmoid(logits).numpy()
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    # -- config -------------------------------------------------------------------------------
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    splits_dir = resolve(cfg.splits_dir)
+    run_dir = cfg.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    # -- data ---------------------------------------------------------------------------------
+    ds = load_splits(splits_dir)
+    train_ds = select(ds["train"], cfg.languages).shuffle(seed=cfg.seed)
+    val_ds = select(ds["validation"], cfg.languages)
+    y_train = multi_hot(list(train_ds["labels"]), cfg.labels)
+    y_val = multi_hot(list(val_ds["labels"]), cfg.labels)
+    log.info("train %d, validation %d examples", len(train_ds), len(val_ds))
+
+    # -- model --------------------------------------------------------------------------------
+    base = resolve_base_model(cfg.base_model)
+    tok = AutoTokenizer.from_pretrained(base)
+    model = MultiLabelClassifier.from_base(base, len(cfg.labels), cfg.dropout)
+    steps_per_epoch = math.ceil(len(train_ds) / cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    if cfg.max_steps:
+        total = min(total, cfg.max_steps)
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
+    groups = [
+        {
+            "params": [
+                p for n, p in model.encoder.named_parameters() if not any(k in n for k in no_decay)
+            ],
+            "weight_decay": cfg.weight_decay,
+        },
+        {
+            "params": [
+                p for n, p in model.encoder.named_parameters() if any(k in n for k in no_decay)
+            ],
+            "weight_decay": 0.0,
+        },
+        {"params": model.head.parameters(), "lr": cfg.head_learning_rate, "weight_decay": 0.0},
+    ]
+    opt = torch.optim.AdamW(groups, lr=cfg.learning_rate)
+    sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * total), total)
+    loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weights(cfg, y_train))
+
+    # -- loop ---------------------------------------------------------------------------------
+    texts = list(train_ds["text"])
+    best: dict[str, Any] = {"macro_f1": -1.0}
+    stale, step, started = 0, 0, time.time()
+    eval_every = cfg.eval_every or steps_per_epoch
+    bar = tqdm(total=total, desc=f"train {cfg.name}", unit="step")
+
+    def evaluate_and_keep(epoch: float) -> bool:
+        nonlocal best, stale
+        p_val = evaluate_split(model, tok, val_ds, cfg)
+        thresholds = choose_thresholds(y_val, p_val, cfg.labels, cfg.min_recall)
+        rep = report(y_val, p_val, cfg.labels, thresholds)
+        log.info("epoch %.2f step %d validation macro-F1 %.4f", epoch, step, rep["macro_f1"])
+        if rep["macro_f1"] > best["macro_f1"]:
+            best = {
+                "macro_f1": rep["macro_f1"],
+                "epoch": epoch,
+                "step": step,
+                "thresholds": thresholds,
+                "validation": rep,
+            }
+            meta = {
+                "config": cfg.to_dict(),
+                "base_model_path": base,
+                "data_hash": splits_hash(splits_dir),
+                "best": best,
+            }
+            model.save(run_dir / "checkpoint", tok, meta)
+            stale = 0
+        else:
+            stale += 1
+        model.train()
+        return stale >= cfg.patience
+
+    rng = np.random.default_rng(cfg.seed)
+    model.train()
+    done = False
+    for epoch in range(cfg.epochs):
+        batches = length_grouped_batches(texts, cfg.batch_size, rng)
+        for b, idx in enumerate(batches):
+            enc = tok(
+                [texts[i] for i in idx],
+                padding=True,
+                truncation=True,
+                max_length=cfg.max_length,
+                return_tensors="pt",
+            )
+            logits = model(enc["input_ids"], enc["attention_mask"])
+            loss = loss_fn(logits, torch.from_numpy(y_train[idx]))
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad()
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}", epoch=epoch)
+            last_of_epoch = b == len(batches) - 1
+            if (step % eval_every == 0 or last_of_epoch or step == total) and (
+                evaluate_and_keep(epoch + (b + 1) / len(batches))
+            ):
+                done = True
+            if done or step >= total:
+                done = True
+                break
+        if done:
+            break
+    bar.close()
+    summary = {"best": best, "steps": step, "seconds": round(time.time() - started, 1)}
+    (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
+    log.info(
+        "best validation macro-F1 %.4f at epoch %.2f (%.0fs)",
+        best["macro_f1"],
+        best.get("epoch", 0),
+        summary["seconds"],
+    )
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Fine-tune the multi-label classifier.")
+    parser.add_argument("--config", default="training/configs/minilm-en.json")
+    parser.add_argument("--set", nargs="*", default=[], help="overrides, key=value")
+    args = parser.parse_args()
+    logging.basicConfig(level="INFO", format="%(asctime)s %(message)s")
+    train(TrainConfig.load(resolve(args.config), args.set))
+
+
+if __name__ == "__main__":
+    main()
