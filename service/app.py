@@ -37,6 +37,17 @@ class ServiceError(Exception):
         self.status, self.code, self.message = status, code, message
 
 
+def get_classifier(request: Request) -> Classifier:
+    """The app's classifier, injected into routes (tests may swap it)."""
+    clf: Classifier | None = getattr(request.app.state, "classifier", None)
+    if clf is None:
+        raise ServiceError(503, "not_ready", "the model is not loaded")
+    return clf
+
+
+ClassifierDep = Annotated[Classifier, Depends(get_classifier)]
+
+
 def load_classifier(settings: Settings) -> Classifier:
     """Load the model directory named by the settings; raises ModelDirError if it is broken."""
     artifact = ModelArtifact.load(settings.model_dir)
@@ -76,14 +87,6 @@ def create_app(settings: Settings | None = None, classifier: Classifier | None =
         lifespan=lifespan,
     )
     app.state.settings = settings
-
-    def get_classifier(request: Request) -> Classifier:
-        clf: Classifier | None = getattr(request.app.state, "classifier", None)
-        if clf is None:
-            raise ServiceError(503, "not_ready", "the model is not loaded")
-        return clf
-
-    ClassifierDep = Annotated[Classifier, Depends(get_classifier)]
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

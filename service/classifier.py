@@ -78,7 +78,9 @@ class Classifier:
         self.tokenizer = Tokenizer.from_file(str(artifact.tokenizer_path))
         self.tokenizer.no_padding()
         # Long texts are cut into overlapping windows; every window is scored.
-        self.tokenizer.enable_truncation(artifact.max_length, stride=window_stride)
+        self.tokenizer.enable_truncation(
+            artifact.max_length, stride=min(window_stride, artifact.max_length // 4)
+        )
         self.pad_id = int(artifact.config.get("pad_token_id", 0))
 
     # -- low level -------------------------------------------------------------------------

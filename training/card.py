@@ -18,15 +18,46 @@ def _table(rep: dict[str, Any]) -> list[str]:
     return rows
 
 
+def _languages(metrics: dict[str, Any]) -> list[str]:
+    rows = [
+        "| language | items | macro-F1 | "
+        + " | ".join(f"{lab} F1" for lab in metrics["test"]["labels"])
+        + " |"
+    ]
+    rows.append("|---" * (3 + len(metrics["test"]["labels"])) + "|")
+    for lang, rep in metrics.get("test_by_language", {}).items():
+        rows.append(
+            f"| {lang} | {rep['n']} | {rep['macro_f1']:.3f} | "
+            + " | ".join(f"{m['f1']:.3f}" for m in rep["labels"].values())
+            + " |"
+        )
+    return rows
+
+
+def _comparison(metrics: dict[str, Any], name: str) -> list[str]:
+    models = {name: metrics, **metrics.get("comparison", {})}
+    langs = list(metrics.get("test_by_language", {}))
+    rows = [
+        "| model | overall macro-F1 | " + " | ".join(langs) + " |",
+        "|---" * (2 + len(langs)) + "|",
+    ]
+    for title, m in models.items():
+        per = m.get("test_by_language", {})
+        cells = [f"{per[lg]['macro_f1']:.3f}" if lg in per else "n/a" for lg in langs]
+        rows.append(f"| {title} | {m['test']['macro_f1']:.3f} | " + " | ".join(cells) + " |")
+    return rows
+
+
 def write_card(out: Path, config: dict[str, Any], metrics: dict[str, Any]) -> None:
     """Write README.md into the model directory."""
+    labels = config["labels"]
     lines = [
         f"# {config['name']} {config['version']}",
         "",
         "Multi-label classifier: does a chat message reveal **"
-        + "**, **".join(config["labels"])
-        + "**? One sigmoid per label; a label is flagged when",
-        "its score reaches the label's threshold. Labels follow `shared/labeling-guide.md`.",
+        + "**, **".join(labels)
+        + "**? One sigmoid per label; a label is flagged when its score reaches the label's",
+        "threshold. Labels follow `shared/labeling-guide.md`.",
         "",
         "## What it is",
         f"- Base model: `{config['base_model']}`, fine-tuned with mean pooling and a linear head.",
@@ -48,19 +79,40 @@ def write_card(out: Path, config: dict[str, Any], metrics: dict[str, Any]) -> No
         "",
         *_table(metrics["test"]),
         "",
-        f"Expected calibration error: {metrics['test']['ece']:.4f}.",
+        "### Per language",
+        "",
+        *_languages(metrics),
+        "",
+        "### Side by side on the same test split",
+        "",
+        *_comparison(metrics, f"{config['name']} (this model)"),
+        "",
+        "### Calibration",
+        f"Expected calibration error (10 bins, all label decisions): {metrics['test']['ece']:.4f}."
+        " Reliability diagram: `reliability.png`; PR curves per label: `pr_curves.png`.",
         "",
     ]
-    for lang, rep in metrics.get("test_by_language", {}).items():
-        lines += [f"### Language `{lang}`", "", *_table(rep), ""]
+    if metrics.get("robustness"):
+        lines += [
+            "### Robustness (test split perturbed; scored through the service's normalisation)",
+            "",
+            "| perturbation | clean macro-F1 | perturbed macro-F1 | drop |",
+            "|---|---|---|---|",
+        ]
+        for name, r in metrics["robustness"].items():
+            lines.append(
+                f"| {name} | {r['clean_macro_f1']:.3f} | {r['perturbed_macro_f1']:.3f} "
+                f"| {r['drop']:+.3f} |"
+            )
+        lines.append("")
     ex = metrics["export"]
     lines += [
         "## Export checks",
         "- fp32 ONNX vs PyTorch, largest logit difference: "
-        f"{ex['max_logit_diff_fp32_vs_pytorch']:.2e}"
-        " (limit 1e-3).",
+        f"{ex['max_logit_diff_fp32_vs_pytorch']:.2e} (limit 1e-3).",
         f"- int8 vs fp32, test items with identical decisions: "
-        f"{ex['int8_fp32_decision_agreement']:.4f} (limit 0.99).",
+        f"{ex['int8_fp32_decision_agreement']:.4f} (limit 0.99); macro-F1 int8 "
+        f"{ex['int8_macro_f1']:.4f} vs fp32 {ex['fp32_macro_f1']:.4f}.",
         f"- Size on disk: {ex['size_bytes'] / 1e6:.1f} MB.",
         "",
         "## Limits",

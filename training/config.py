@@ -56,6 +56,10 @@ class TrainConfig:
     min_recall: float = 0.90
     # the int8 model must take the same decisions as fp32 on at least this share of test items
     min_int8_agreement: float = 0.99
+    # other shipped models to score on the same test split, side by side: {title: model dir}
+    compare_with: dict[str, str] = field(default_factory=dict)
+    # score the empath keyword baseline on the same test split
+    empath_baseline: bool = True
     # torch CPU threads (0 = torch default)
     threads: int = 0
     # extra notes recorded in the model card

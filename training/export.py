@@ -21,13 +21,12 @@ import onnxruntime as ort
 import torch
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
-from service.artifact import ModelArtifact
-from service.classifier import Classifier
 from training.card import write_card
 from training.config import REPO, TrainConfig, resolve
 from training.data import load_splits
 from training.metrics import multi_hot, report
 from training.model import MultiLabelClassifier
+from training.report import full_report
 from training.train import select
 
 log = logging.getLogger(__name__)
@@ -143,6 +142,8 @@ def export(cfg: TrainConfig) -> dict[str, Any]:
     dec_fp32 = 1 / (1 + np.exp(-got)) >= thr
     dec_int8 = 1 / (1 + np.exp(-q)) >= thr
     agreement = float((dec_fp32 == dec_int8).all(axis=1).mean())
+    y_test = multi_hot(list(test_ds["labels"]), cfg.labels)
+    fp32_f1 = report(y_test, 1 / (1 + np.exp(-got)), cfg.labels, thresholds)["macro_f1"]
     log.info("int8 vs fp32: %.4f of test items get the same decisions", agreement)
     if agreement < cfg.min_int8_agreement:
         raise ExportCheckError(
@@ -174,24 +175,22 @@ def export(cfg: TrainConfig) -> dict[str, Any]:
     (out / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False))
 
     # Metrics of what ships: the int8 model through the service's own scoring core.
-    clf = Classifier(ModelArtifact.load(out))
-    scores = clf.score_texts(texts)
-    p = np.array([[s.scores[lab] for lab in cfg.labels] for s in scores])
-    y = multi_hot(list(test_ds["labels"]), cfg.labels)
-    langs = np.array(test_ds["lang"])
+    splits = load_splits(resolve(cfg.splits_dir))
+    val_ds = select(splits["validation"], cfg.languages)
+    compare = {k: resolve(v) for k, v in cfg.compare_with.items()}
+    full = full_report(out, val_ds, test_ds, cfg.labels, compare, cfg.empath_baseline)
     metrics = {
         "split": "test",
         "model": f"{cfg.name} {cfg.version}",
         "data_hash": meta["data_hash"],
-        "test": report(y, p, cfg.labels, thresholds),
-        "test_by_language": {
-            lg: report(y[langs == lg], p[langs == lg], cfg.labels, thresholds) for lg in languages
-        },
+        **full,
         "pytorch_test": evaluation["test"],
         "validation": evaluation["validation"],
         "export": {
             "max_logit_diff_fp32_vs_pytorch": max_diff,
             "int8_fp32_decision_agreement": agreement,
+            "int8_macro_f1": full["test"]["macro_f1"],
+            "fp32_macro_f1": fp32_f1,
             "size_bytes": sum(f.stat().st_size for f in out.iterdir()),
         },
     }

