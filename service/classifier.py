@@ -46,6 +46,46 @@ class TranscriptScore:
         return any(self.flags.values())
 
 
+class TextEncoder:
+    """Tokenises a text, alone or after the turn before it, into windows of token ids.
+
+    Training and serving share this class, so the model sees the same ids in both.
+    """
+
+    def __init__(
+        self,
+        tokenizer_json: str,
+        max_length: int,
+        context_chars: int = 0,
+        window_tokens: int = 64,
+    ) -> None:
+        self.max_length = max_length
+        self.context_chars = context_chars
+        self.single = Tokenizer.from_str(tokenizer_json)
+        self.single.no_padding()
+        self.single.enable_truncation(max_length)
+        # A text longer than max_length is cut into short overlapping windows: in a long window
+        # a sensitive sentence is diluted by the rest, in a short one it dominates.
+        window = max(8, min(window_tokens, max_length))
+        self.windowed = Tokenizer.from_str(tokenizer_json)
+        self.windowed.no_padding()
+        self.windowed.enable_truncation(window, stride=window // 4)
+        self.pair = Tokenizer.from_str(tokenizer_json)
+        self.pair.no_padding()
+        self.pair.enable_truncation(max_length, strategy="only_second")
+
+    def encode(self, text: str, context: str = "") -> list[list[int]]:
+        """Windows of a normalised text; a text that fits one window is read with its context."""
+        enc: Encoding = self.single.encode(text)
+        if enc.overflowing:
+            long = self.windowed.encode(text)
+            return [list(long.ids)] + [list(o.ids) for o in long.overflowing]
+        if context and self.context_chars and len(enc.ids) + 8 < self.max_length:
+            tail = context[-self.context_chars :]
+            return [list(self.pair.encode(text, tail).ids)]
+        return [list(enc.ids)]
+
+
 def _sigmoid(x: FloatArray) -> FloatArray:
     out: FloatArray = (1.0 / (1.0 + np.exp(-x))).astype(np.float32)
     return out
@@ -59,7 +99,6 @@ class Classifier:
         artifact: ModelArtifact,
         threads: int = 0,
         batch_size: int = 32,
-        window_stride: int = 32,
     ) -> None:
         self.artifact = artifact
         self.labels = artifact.labels
@@ -75,19 +114,18 @@ class Classifier:
         names = {i.name for i in self.session.get_inputs()}
         if names != {"input_ids", "attention_mask"}:
             raise ValueError(f"model inputs {sorted(names)} != input_ids, attention_mask")
-        self.tokenizer = Tokenizer.from_file(str(artifact.tokenizer_path))
-        self.tokenizer.no_padding()
-        # Long texts are cut into overlapping windows; every window is scored.
-        self.tokenizer.enable_truncation(
-            artifact.max_length, stride=min(window_stride, artifact.max_length // 4)
+        self.encoder = TextEncoder(
+            artifact.tokenizer_path.read_text(encoding="utf-8"),
+            artifact.max_length,
+            context_chars=int(artifact.config.get("context_chars", 0)),
+            window_tokens=int(artifact.config.get("window_tokens", 64)),
         )
         self.pad_id = int(artifact.config.get("pad_token_id", 0))
 
     # -- low level -------------------------------------------------------------------------
-    def windows(self, text: str) -> list[list[int]]:
-        """Token ids of each window of a (normalised) text, special tokens included."""
-        enc: Encoding = self.tokenizer.encode(text)
-        return [list(enc.ids)] + [list(o.ids) for o in enc.overflowing]
+    def windows(self, text: str, context: str = "") -> list[list[int]]:
+        """Token ids of each window of a normalised text, special tokens included."""
+        return self.encoder.encode(text, context)
 
     def run(self, sequences: Sequence[Sequence[int]]) -> FloatArray:
         """Probabilities (n, labels) for token sequences, batched by length to save padding."""
@@ -119,12 +157,16 @@ class Classifier:
             best_window={lab: int(b) for lab, b in zip(self.labels, best, strict=True)},
         )
 
-    def score_texts(self, texts: Sequence[str]) -> list[TextScore]:
-        """Score texts; a text longer than the model's max length takes its best window."""
+    def score_texts(
+        self, texts: Sequence[str], contexts: Sequence[str] | None = None
+    ) -> list[TextScore]:
+        """Score texts (each optionally after its context, the turn before it); a text longer
+        than the model's max length takes its best window."""
         per_text: list[list[list[int]]] = []
-        for text in texts:
+        for i, text in enumerate(texts):
             clean = normalize(text)
-            per_text.append(self.windows(clean) if clean else [])
+            context = normalize(contexts[i]) if contexts else ""
+            per_text.append(self.windows(clean, context) if clean else [])
         flat = [w for ws in per_text for w in ws]
         probs = self.run(flat) if flat else np.zeros((0, len(self.labels)), np.float32)
         results, pos = [], 0
@@ -139,8 +181,10 @@ class Classifier:
         return results
 
     def score_transcript(self, contents: Sequence[str]) -> TranscriptScore:
-        """Score each message; the transcript takes, per label, its highest message score."""
-        messages = self.score_texts(contents)
+        """Score each message after the one before it; the transcript takes, per label, its
+        highest message score."""
+        contexts = ["", *contents[:-1]]
+        messages = self.score_texts(contents, contexts)
         scores = {lab: max(m.scores[lab] for m in messages) for lab in self.labels}
         flags = {lab: any(m.flags[lab] for m in messages) for lab in self.labels}
         return TranscriptScore(messages=messages, scores=scores, flags=flags)

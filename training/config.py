@@ -35,6 +35,14 @@ class TrainConfig:
     seed: int = 13
     # tokens per window; longer texts are scored in overlapping windows by the service
     max_length: int = 128
+    # tokens per window when a text is longer than max_length (short windows keep a sensitive
+    # sentence from being diluted by the rest of a long message)
+    window_tokens: int = 64
+    # characters of the previous turn read with a message (0 = every message is read alone)
+    context_chars: int = 0
+    # share of single messages given an unrelated context in training, so that context alone
+    # never makes a message sensitive
+    context_augment: float = 0.3
     batch_size: int = 32
     learning_rate: float = 5e-5
     # the new head learns faster than the pretrained encoder

@@ -8,13 +8,12 @@ import logging
 from typing import Any
 
 import numpy as np
-import torch
 
 from training.config import TrainConfig, resolve
 from training.data import load_splits
 from training.metrics import choose_thresholds, multi_hot, report
-from training.model import MultiLabelClassifier, predict_logits
-from training.train import select
+from training.model import MultiLabelClassifier
+from training.train import evaluate_split, select
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +39,8 @@ def evaluate(cfg: TrainConfig) -> dict[str, Any]:
     ds = load_splits(resolve(cfg.splits_dir))
     val_ds = select(ds["validation"], cfg.languages)
     test_ds = select(ds["test"], cfg.languages)
-    p_val = torch.sigmoid(predict_logits(model, tok, list(val_ds["text"]), cfg.max_length)).numpy()
-    p_test = torch.sigmoid(
-        predict_logits(model, tok, list(test_ds["text"]), cfg.max_length)
-    ).numpy()
+    p_val = evaluate_split(model, tok, val_ds, cfg)
+    p_test = evaluate_split(model, tok, test_ds, cfg)
     y_val = multi_hot(list(val_ds["labels"]), cfg.labels)
     y_test = multi_hot(list(test_ds["labels"]), cfg.labels)
     thresholds = choose_thresholds(y_val, p_val, cfg.labels, cfg.min_recall)

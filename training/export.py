@@ -21,13 +21,14 @@ import onnxruntime as ort
 import torch
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
+from service.classifier import TextEncoder
 from training.card import write_card
 from training.config import REPO, TrainConfig, resolve
 from training.data import load_splits
 from training.metrics import multi_hot, report
-from training.model import MultiLabelClassifier
+from training.model import MultiLabelClassifier, batch_tensors, make_encoder
 from training.report import full_report
-from training.train import select
+from training.train import contexts_of, select
 
 log = logging.getLogger(__name__)
 
@@ -80,40 +81,30 @@ def export_onnx(model: MultiLabelClassifier, tok: Any, path: Path) -> None:
     )
 
 
-def onnx_logits(path: Path, tok: Any, texts: list[str], max_length: int) -> np.ndarray:
+def batches(
+    encoder: TextEncoder, texts: list[str], contexts: list[str], pad_id: int
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The test items as padded batches, read exactly as the service reads them."""
+    return [
+        batch_tensors(encoder, texts[i : i + 32], contexts[i : i + 32], pad_id)
+        for i in range(0, len(texts), 32)
+    ]
+
+
+def onnx_logits(path: Path, inputs: list[tuple[torch.Tensor, torch.Tensor]]) -> np.ndarray:
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    out = []
-    for start in range(0, len(texts), 32):
-        enc = tok(
-            texts[start : start + 32],
-            padding=True,
-            truncation=True,
-            max_length=max_length,
-            return_tensors="np",
-        )
-        feeds = {
-            "input_ids": enc["input_ids"].astype(np.int64),
-            "attention_mask": enc["attention_mask"].astype(np.int64),
-        }
-        out.append(sess.run(["logits"], feeds)[0])
-    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+    out = [
+        sess.run(["logits"], {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})[0]
+        for ids, mask in inputs
+    ]
+    return np.concatenate(out)
 
 
 def torch_logits(
-    model: MultiLabelClassifier, tok: Any, texts: list[str], max_length: int
+    model: MultiLabelClassifier, inputs: list[tuple[torch.Tensor, torch.Tensor]]
 ) -> np.ndarray:
-    out = []
     with torch.no_grad():
-        for start in range(0, len(texts), 32):
-            enc = tok(
-                texts[start : start + 32],
-                padding=True,
-                truncation=True,
-                max_length=max_length,
-                return_tensors="pt",
-            )
-            out.append(model(enc["input_ids"], enc["attention_mask"]).numpy())
-    return np.concatenate(out)
+        return np.concatenate([model(ids, mask).numpy() for ids, mask in inputs])
 
 
 def export(cfg: TrainConfig) -> dict[str, Any]:
@@ -123,21 +114,24 @@ def export(cfg: TrainConfig) -> dict[str, Any]:
     thresholds: dict[str, float] = evaluation["thresholds"]
     test_ds = select(load_splits(resolve(cfg.splits_dir))["test"], cfg.languages)
     texts = list(test_ds["text"])
+    contexts = contexts_of(test_ds, cfg)
+    encoder = make_encoder(tok, cfg.max_length, cfg.context_chars, cfg.window_tokens)
+    inputs = batches(encoder, texts, contexts, int(tok.pad_token_id or 0))
 
     onnx_dir = run_dir / "onnx"
     onnx_dir.mkdir(parents=True, exist_ok=True)
     fp32, int8 = onnx_dir / "model-fp32.onnx", onnx_dir / "model-int8.onnx"
     export_onnx(model, tok, fp32)
 
-    ref = torch_logits(model, tok, texts, cfg.max_length)
-    got = onnx_logits(fp32, tok, texts, cfg.max_length)
+    ref = torch_logits(model, inputs)
+    got = onnx_logits(fp32, inputs)
     max_diff = float(np.abs(ref - got).max())
     log.info("fp32 ONNX vs PyTorch: largest logit difference %.2e", max_diff)
     if max_diff > MAX_LOGIT_DIFF:
         raise ExportCheckError(f"fp32 ONNX differs from PyTorch by {max_diff:.2e} > 1e-3")
 
     quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8, per_channel=True)
-    q = onnx_logits(int8, tok, texts, cfg.max_length)
+    q = onnx_logits(int8, inputs)
     thr = np.array([thresholds[lab] for lab in cfg.labels])
     dec_fp32 = 1 / (1 + np.exp(-got)) >= thr
     dec_int8 = 1 / (1 + np.exp(-q)) >= thr
@@ -164,6 +158,8 @@ def export(cfg: TrainConfig) -> dict[str, Any]:
         "labels": list(cfg.labels),
         "thresholds": thresholds,
         "max_length": cfg.max_length,
+        "context_chars": cfg.context_chars,
+        "window_tokens": cfg.window_tokens,
         "pad_token_id": int(tok.pad_token_id or 0),
         "base_model": cfg.base_model,
         "languages": languages,

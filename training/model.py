@@ -9,6 +9,8 @@ import torch
 from torch import nn
 from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
+from service.classifier import TextEncoder
+
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Average the token vectors that the attention mask keeps."""
@@ -61,26 +63,46 @@ class MultiLabelClassifier(nn.Module):
         return model.eval(), tokenizer, meta
 
 
+def make_encoder(
+    tokenizer: PreTrainedTokenizerBase, max_length: int, context_chars: int, window_tokens: int = 64
+) -> TextEncoder:
+    """The service's own encoder over this tokenizer: training sees what serving sees."""
+    return TextEncoder(
+        tokenizer.backend_tokenizer.to_str(), max_length, context_chars, window_tokens
+    )
+
+
+def batch_tensors(
+    encoder: TextEncoder, texts: list[str], contexts: list[str], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Padded input ids and attention mask; each text is read after its context, if any."""
+    seqs = [encoder.encode(t, c)[0] for t, c in zip(texts, contexts, strict=True)]
+    width = max(len(x) for x in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, x in enumerate(seqs):
+        ids[i, : len(x)] = torch.tensor(x)
+        mask[i, : len(x)] = 1
+    return ids, mask
+
+
 @torch.no_grad()
 def predict_logits(
     model: MultiLabelClassifier,
-    tokenizer: PreTrainedTokenizerBase,
+    encoder: TextEncoder,
     texts: list[str],
-    max_length: int,
+    contexts: list[str],
+    pad_id: int,
     batch_size: int = 64,
 ) -> torch.Tensor:
-    """Logits for texts (truncated to max_length), in input order."""
+    """Logits for texts (first window, with context), in input order."""
     model.eval()
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]) + len(contexts[i]))
     out = torch.zeros(len(texts), model.head.out_features)
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
-        enc = tokenizer(
-            [texts[i] for i in idx],
-            padding=True,
-            truncation=True,
-            max_length=max_length,
-            return_tensors="pt",
+        ids, mask = batch_tensors(
+            encoder, [texts[i] for i in idx], [contexts[i] for i in idx], pad_id
         )
-        out[idx] = model(enc["input_ids"], enc["attention_mask"]).float()
+        out[idx] = model(ids, mask).float()
     return out

@@ -18,9 +18,13 @@ from training.robustness import PERTURBATIONS, perturb
 log = logging.getLogger(__name__)
 
 
-def model_scores(model_dir: Path, texts: list[str], labels: tuple[str, ...]) -> np.ndarray:
+def model_scores(
+    model_dir: Path, texts: list[str], contexts: list[str], labels: tuple[str, ...]
+) -> np.ndarray:
+    """Scores through the service's core; each text is read after its context (the previous
+    turn) when the model uses context."""
     clf = Classifier(ModelArtifact.load(model_dir), batch_size=64)
-    res = clf.score_texts(texts)
+    res = clf.score_texts(texts, contexts)
     return np.array([[r.scores.get(lab, 0.0) for lab in labels] for r in res], np.float32)
 
 
@@ -91,8 +95,9 @@ def full_report(
     artifact = ModelArtifact.load(model_dir)
     thresholds = artifact.thresholds
     texts, langs = list(test["text"]), np.array(test["lang"])
+    ctx = list(test["context"])
     y = multi_hot(list(test["labels"]), labels)
-    p = model_scores(model_dir, texts, labels)
+    p = model_scores(model_dir, texts, ctx, labels)
     out: dict[str, Any] = {
         "test": report(y, p, labels, thresholds),
         "test_by_language": by_language(y, p, langs, labels, thresholds),
@@ -106,14 +111,15 @@ def full_report(
             if not mask.any():
                 continue
             clean = report(y[mask], p[mask], labels, thresholds)["macro_f1"]
+            idx = np.flatnonzero(mask)
             pt = model_scores(
-                model_dir, perturb([texts[i] for i in np.flatnonzero(mask)], name), labels
+                model_dir, perturb([texts[i] for i in idx], name), [ctx[i] for i in idx], labels
             )
             noisy = report(y[mask], pt, labels, thresholds)["macro_f1"]
         else:
             clean = out["test"]["macro_f1"]
             noisy = report(
-                y, model_scores(model_dir, perturb(texts, name), labels), labels, thresholds
+                y, model_scores(model_dir, perturb(texts, name), ctx, labels), labels, thresholds
             )["macro_f1"]
         rows[name] = {"clean_macro_f1": clean, "perturbed_macro_f1": noisy, "drop": clean - noisy}
     out["robustness"] = rows
@@ -123,7 +129,7 @@ def full_report(
     for name, d in (compare_dirs or {}).items():
         if (d / "model.onnx").exists():
             other = ModelArtifact.load(d)
-            ps = model_scores(d, texts, labels)
+            ps = model_scores(d, texts, ctx, labels)
             thr = {lab: other.thresholds.get(lab, 0.5) for lab in labels}
             comparison[name] = {
                 "test": report(y, ps, labels, thr),

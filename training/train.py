@@ -22,7 +22,7 @@ from transformers import AutoTokenizer, get_linear_schedule_with_warmup
 from training.config import TrainConfig, resolve, resolve_base_model
 from training.data import load_splits, splits_hash
 from training.metrics import choose_thresholds, multi_hot, report
-from training.model import MultiLabelClassifier, predict_logits
+from training.model import MultiLabelClassifier, batch_tensors, make_encoder, predict_logits
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +53,38 @@ def length_grouped_batches(
     return batches
 
 
+def contexts_of(ds: Any, cfg: TrainConfig) -> list[str]:
+    """The previous turn of each example, or nothing when the model reads messages alone."""
+    return list(ds["context"]) if cfg.context_chars else [""] * len(ds)
+
+
 def evaluate_split(model: MultiLabelClassifier, tok: Any, ds: Any, cfg: TrainConfig) -> np.ndarray:
-    logits = predict_logits(model, tok, list(ds["text"]), cfg.max_length)
+    """Probabilities on a split, read exactly as the service reads them."""
+    encoder = make_encoder(tok, cfg.max_length, cfg.context_chars, cfg.window_tokens)
+    logits = predict_logits(
+        model, encoder, list(ds["text"]), contexts_of(ds, cfg), int(tok.pad_token_id or 0)
+    )
     return torch.sigmoid(logits).numpy()
+
+
+def augmented_contexts(
+    ds: Any, cfg: TrainConfig, y: np.ndarray, rng: np.random.Generator
+) -> list[str]:
+    """Contexts for one epoch: real ones for transcript turns, and for a share of single
+    messages an unrelated negative message of the same language."""
+    contexts = contexts_of(ds, cfg)
+    if not cfg.context_chars or not cfg.context_augment:
+        return contexts
+    langs, kinds = list(ds["lang"]), list(ds["kind"])
+    pool: dict[str, list[str]] = {}
+    for t, lang, k, row in zip(ds["text"], langs, kinds, y, strict=True):
+        if k in ("negative", "hard_negative") and not row.any():
+            pool.setdefault(lang, []).append(t)
+    out = list(contexts)
+    for i, (c, lang) in enumerate(zip(contexts, langs, strict=True)):
+        if not c and lang in pool and rng.random() < cfg.context_augment:
+            out[i] = pool[lang][int(rng.integers(len(pool[lang])))]
+    return out
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
@@ -107,6 +136,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
     # -- loop ---------------------------------------------------------------------------------
     texts = list(train_ds["text"])
+    encoder = make_encoder(tok, cfg.max_length, cfg.context_chars, cfg.window_tokens)
+    pad_id = int(tok.pad_token_id or 0)
     best: dict[str, Any] = {"macro_f1": -1.0}
     stale, step, started = 0, 0, time.time()
     eval_every = cfg.eval_every or steps_per_epoch
@@ -144,15 +175,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     done = False
     for epoch in range(cfg.epochs):
         batches = length_grouped_batches(texts, cfg.batch_size, rng)
+        contexts = augmented_contexts(train_ds, cfg, y_train, rng)
         for b, idx in enumerate(batches):
-            enc = tok(
-                [texts[i] for i in idx],
-                padding=True,
-                truncation=True,
-                max_length=cfg.max_length,
-                return_tensors="pt",
+            ids, mask = batch_tensors(
+                encoder, [texts[i] for i in idx], [contexts[i] for i in idx], pad_id
             )
-            logits = model(enc["input_ids"], enc["attention_mask"])
+            logits = model(ids, mask)
             loss = loss_fn(logits, torch.from_numpy(y_train[idx]))
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
