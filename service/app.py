@@ -1,51 +1,96 @@
-"""The REST API: a thin FastAPI wrapper over the scoring core."""
+"""The REST API: a thin FastAPI wrapper over the scoring engine."""
 
 from __future__ import annotations
 
+import hmac
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.artifact import ModelArtifact
-from service.classifier import Classifier
+from service.batching import Overloaded
+from service.classifier import Classifier, TextScore, TranscriptScore
+from service.engine import ScoringEngine
+from service.gate import decide
+from service.observability import BodyLimit, Metrics, RequestContext
 from service.schemas import (
+    BatchClassifyResponse,
     ClassifyRequest,
     ClassifyResponse,
     ErrorResponse,
+    Evidence,
     LabelDecision,
+    Message,
     MessageResult,
     ModelInfo,
     ModelRef,
+    Reason,
+    ScreenRequest,
+    ScreenResponse,
+    SignalDecision,
+    TranscriptResult,
 )
 from service.settings import Settings, get_settings
 
 log = logging.getLogger("service")
+ERRORS: dict[int | str, dict[str, Any]] = {
+    s: {"model": ErrorResponse} for s in (401, 413, 422, 503)
+}
 
 
 class ServiceError(Exception):
     """An error with a stable code, turned into a JSON answer."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        limit: tuple[str, int] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+        self.limit, self.headers = limit, headers
 
 
-def get_classifier(request: Request) -> Classifier:
-    """The app's classifier, injected into routes (tests may swap it)."""
-    clf: Classifier | None = getattr(request.app.state, "classifier", None)
-    if clf is None:
+def get_engine(request: Request) -> ScoringEngine:
+    """The app's scoring engine, injected into routes (tests may swap it)."""
+    engine: ScoringEngine | None = getattr(request.app.state, "engine", None)
+    if engine is None:
         raise ServiceError(503, "not_ready", "the model is not loaded")
-    return clf
+    return engine
 
 
-ClassifierDep = Annotated[Classifier, Depends(get_classifier)]
+def check_key(request: Request) -> None:
+    """Bearer API key, compared in constant time with every accepted key."""
+    settings: Settings = request.app.state.settings
+    if not settings.auth_required:
+        return
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    given = token.strip().encode()
+    ok = False
+    for key in request.app.state.api_keys:
+        ok |= hmac.compare_digest(given, key)
+    if scheme.lower() != "bearer" or not given or not ok:
+        raise ServiceError(
+            401,
+            "unauthorized",
+            "a valid bearer API key is required",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+EngineDep = Annotated[ScoringEngine, Depends(get_engine)]
+Authorized = Depends(check_key)
 
 
 def load_classifier(settings: Settings) -> Classifier:
@@ -57,36 +102,112 @@ def load_classifier(settings: Settings) -> Classifier:
 
 
 def _error(
-    status: int, code: str, message: str, errors: list[dict[str, str]] | None = None
+    status: int,
+    code: str,
+    message: str,
+    errors: list[dict[str, str]] | None = None,
+    limit: tuple[str, int] | None = None,
+    headers: dict[str, str] | None = None,
 ) -> JSONResponse:
-    body = ErrorResponse(code=code, message=message, errors=errors or [])
-    return JSONResponse(status_code=status, content=body.model_dump())
+    body = ErrorResponse(
+        code=code,
+        message=message,
+        errors=errors or [],
+        limit={"name": limit[0], "value": limit[1]} if limit else None,
+    )
+    return JSONResponse(
+        status_code=status, content=body.model_dump(exclude_none=True), headers=headers
+    )
 
 
-def _describe(err: dict[str, Any]) -> dict[str, str]:
+def _describe(err: Any) -> dict[str, str]:
     # Only the location and the rule: the offending value may be transcript text.
     loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
     return {"field": loc or "body", "problem": str(err.get("msg", "invalid"))}
 
 
+def _evidence(scores: TextScore, index: int) -> list[Evidence]:
+    return [
+        Evidence(
+            label=lab, message_index=index, window=scores.best_window[lab], score=scores.scores[lab]
+        )
+        for lab, f in scores.flags.items()
+        if f
+    ]
+
+
+def _transcript_result(
+    messages: Sequence[Message], result: TranscriptScore, tid: str | None = None
+) -> TranscriptResult:
+    out = [
+        MessageResult(
+            index=i,
+            role=m.role,
+            scores=s.scores,
+            flags=s.flags,
+            sensitive=s.sensitive,
+            windows=s.windows,
+            evidence=_evidence(s, i),
+        )
+        for i, (m, s) in enumerate(zip(messages, result.messages, strict=True))
+    ]
+    evidence = [e for m in out for e in m.evidence]
+    return TranscriptResult(
+        id=tid,
+        messages=out,
+        transcript=LabelDecision(
+            scores=result.scores, flags=result.flags, sensitive=result.sensitive, evidence=evidence
+        ),
+    )
+
+
 def create_app(settings: Settings | None = None, classifier: Classifier | None = None) -> FastAPI:
     """Build the app; the model is loaded in the lifespan unless one is given (tests)."""
     settings = settings or get_settings()
+    metrics = Metrics()
+
+    def on_batch(windows: int, seconds: float) -> None:
+        metrics.batch.observe(windows)
+        metrics.batch_seconds.observe(seconds)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.classifier = classifier or load_classifier(settings)
-        log.info("model loaded", extra={"model": app.state.classifier.artifact.name})
+        clf = classifier or load_classifier(settings)
+        engine = ScoringEngine(
+            clf,
+            settings.cache_entries,
+            settings.batch_max_windows,
+            settings.batch_max_tokens,
+            settings.batch_wait_ms,
+            settings.queue_max_windows,
+            on_batch,
+        )
+        engine.start()
+        app.state.engine = engine
+        if not settings.auth_required:
+            log.warning("API keys are OFF: local use only", extra={"fields": {}})
+        log.info(
+            "ready", extra={"fields": {"model": clf.artifact.name, "version": clf.artifact.version}}
+        )
         yield
-        app.state.classifier = None
+        app.state.engine = None
+        await engine.stop()
 
     app = FastAPI(
         title="sensitive-topics",
-        version="0.1.0",
+        version="0.2.0",
         summary="Decides whether a chat transcript reveals health, religion or politics.",
+        description=(
+            "**Fail-closed contract**: any answer other than 2xx from `/v1/screen` (or "
+            "`/v1/classify`) means *use none of these signals*. Errors are JSON with a stable "
+            "`code`; no error, log line or metric ever contains transcript text."
+        ),
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.api_keys = [k.encode() for k in settings.keys()]
+    app.state.metrics = metrics
+    regions = settings.regions()
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -96,11 +217,40 @@ def create_app(settings: Settings | None = None, classifier: Classifier | None =
 
     @app.exception_handler(ServiceError)
     async def service_error(_: Request, exc: ServiceError) -> JSONResponse:
-        return _error(exc.status, exc.code, exc.message)
+        return _error(exc.status, exc.code, exc.message, limit=exc.limit, headers=exc.headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return _error(exc.status_code, "http_error", str(exc.detail))
+
+    @app.exception_handler(Overloaded)
+    async def overloaded(_: Request, exc: Overloaded) -> JSONResponse:
+        metrics.shed.inc()
+        return _error(
+            503,
+            "overloaded",
+            "the service is at capacity; retry shortly",
+            headers={"Retry-After": "1"},
+        )
+
+    def bound(name: str, value: int, actual: int, status: int = 422) -> None:
+        if actual > value:
+            raise ServiceError(status, "limit_exceeded", f"{name} is {value}", limit=(name, value))
+
+    def check_messages(messages: Sequence[Message], where: str) -> None:
+        bound("max_messages", settings.max_messages, len(messages))
+        longest = max((len(m.content) for m in messages), default=0)
+        bound("max_message_chars", settings.max_message_chars, longest, 413)
+
+    def model_ref(engine: ScoringEngine) -> ModelRef:
+        a = engine.classifier.artifact
+        return ModelRef(name=a.name, version=a.version)
+
+    def count_flags(result: TranscriptScore) -> None:
+        for m in result.messages:
+            for lab, f in m.flags.items():
+                if f:
+                    metrics.flags.labels(lab).inc()
 
     @app.get("/healthz", summary="The process is alive.")
     async def healthz() -> dict[str, str]:
@@ -111,13 +261,28 @@ def create_app(settings: Settings | None = None, classifier: Classifier | None =
         summary="The model is loaded and answering.",
         responses={503: {"model": ErrorResponse}},
     )
-    async def readyz(clf: ClassifierDep) -> dict[str, str]:
-        await run_in_threadpool(clf.score_texts, ["ready?"])
-        return {"status": "ready", "model": clf.artifact.name}
+    async def readyz(engine: EngineDep) -> dict[str, str]:
+        await engine.batcher.submit(engine.classifier.encode_items(["ready?"])[0])
+        return {"status": "ready", "model": engine.classifier.artifact.name}
 
-    @app.get("/v1/model", response_model=ModelInfo, summary="The served model.")
-    async def model_info(clf: ClassifierDep) -> ModelInfo:
-        a = clf.artifact
+    @app.get("/metrics", summary="Prometheus metrics.", response_class=Response)
+    async def prometheus() -> Response:
+        engine: ScoringEngine | None = getattr(app.state, "engine", None)
+        if engine is not None:
+            metrics.queue.set(engine.batcher.stats.queued_windows)
+            metrics.cache_hits.set(engine.cache.hits)
+            metrics.cache_misses.set(engine.cache.misses)
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get(
+        "/v1/model",
+        response_model=ModelInfo,
+        summary="The served model.",
+        dependencies=[Authorized],
+        responses=ERRORS,
+    )
+    async def model_info(engine: EngineDep) -> ModelInfo:
+        a = engine.classifier.artifact
         return ModelInfo(
             name=a.name,
             version=a.version,
@@ -130,41 +295,71 @@ def create_app(settings: Settings | None = None, classifier: Classifier | None =
 
     @app.post(
         "/v1/classify",
-        response_model=ClassifyResponse,
-        summary="Classify a transcript and each of its messages.",
-        responses={422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
+        response_model=ClassifyResponse | BatchClassifyResponse,
+        summary="Classify a transcript, or a batch, and each of their messages.",
+        dependencies=[Authorized],
+        responses=ERRORS,
     )
-    async def classify(body: ClassifyRequest, clf: ClassifierDep) -> ClassifyResponse:
-        if len(body.messages) > settings.max_messages:
-            raise ServiceError(
-                422,
-                "too_many_messages",
-                f"messages: at most {settings.max_messages} messages per transcript",
+    async def classify(
+        body: ClassifyRequest, engine: EngineDep
+    ) -> ClassifyResponse | BatchClassifyResponse:
+        if body.messages is not None:
+            check_messages(body.messages, "messages")
+            result = await engine.transcript([m.content for m in body.messages])
+            count_flags(result)
+            single = _transcript_result(body.messages, result)
+            return ClassifyResponse(model=model_ref(engine), **single.model_dump())
+        transcripts = body.transcripts or []
+        bound("max_transcripts", settings.max_transcripts, len(transcripts))
+        for t in transcripts:
+            check_messages(t.messages, "transcripts")
+        results = []
+        for t in transcripts:
+            r = await engine.transcript([m.content for m in t.messages])
+            count_flags(r)
+            results.append(_transcript_result(t.messages, r, t.id))
+        return BatchClassifyResponse(model=model_ref(engine), results=results)
+
+    @app.post(
+        "/v1/screen",
+        response_model=ScreenResponse,
+        summary="Allow or block each interest signal derived from a transcript.",
+        description="Fail-closed: any non-2xx answer means use none of these signals.",
+        dependencies=[Authorized],
+        responses=ERRORS,
+    )
+    async def screen(body: ScreenRequest, engine: EngineDep) -> ScreenResponse:
+        check_messages(body.messages, "messages")
+        bound("max_signals", settings.max_signals, len(body.signals))
+        for s in body.signals:
+            for i in s.source_messages or []:
+                if not 0 <= i < len(body.messages):
+                    raise ServiceError(
+                        422,
+                        "invalid_request",
+                        f"signals.{s.id}.source_messages: index {i} out of range",
+                    )
+        result = await engine.transcript([m.content for m in body.messages])
+        signal_scores = await engine.score([s.text for s in body.signals])
+        blocked_region = (body.region or "").upper() in regions
+        decisions = []
+        for s, score in zip(body.signals, signal_scores, strict=True):
+            d = decide(s.id, score, s.source_messages, result, blocked_region)
+            decisions.append(
+                SignalDecision(
+                    id=s.id,
+                    decision="allowed" if d.allowed else "blocked",
+                    reasons=[
+                        Reason(type=r.type, label=r.label, message_index=r.message_index)
+                        for r in d.reasons
+                    ],
+                )
             )
-        for i, m in enumerate(body.messages):
-            if len(m.content) > settings.max_message_chars:
-                raise ServiceError(
-                    413,
-                    "message_too_long",
-                    f"messages.{i}.content: at most {settings.max_message_chars} characters",
-                )
-        result = await run_in_threadpool(clf.score_transcript, [m.content for m in body.messages])
-        return ClassifyResponse(
-            model=ModelRef(name=clf.artifact.name, version=clf.artifact.version),
-            transcript=LabelDecision(
-                scores=result.scores, flags=result.flags, sensitive=result.sensitive
-            ),
-            messages=[
-                MessageResult(
-                    index=i,
-                    role=m.role,
-                    scores=s.scores,
-                    flags=s.flags,
-                    sensitive=s.sensitive,
-                    windows=s.windows,
-                )
-                for i, (m, s) in enumerate(zip(body.messages, result.messages, strict=True))
-            ],
+        single = _transcript_result(body.messages, result)
+        return ScreenResponse(
+            model=model_ref(engine), transcript=single.transcript, decisions=decisions
         )
 
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(RequestContext, metrics=metrics)
     return app

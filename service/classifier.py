@@ -157,20 +157,21 @@ class Classifier:
             best_window={lab: int(b) for lab, b in zip(self.labels, best, strict=True)},
         )
 
-    def score_texts(
+    def encode_items(
         self, texts: Sequence[str], contexts: Sequence[str] | None = None
-    ) -> list[TextScore]:
-        """Score texts (each optionally after its context, the turn before it); a text longer
-        than the model's max length takes its best window."""
-        per_text: list[list[list[int]]] = []
+    ) -> list[list[list[int]]]:
+        """Windows of each text (normalised, read after its normalised context)."""
+        out: list[list[list[int]]] = []
         for i, text in enumerate(texts):
             clean = normalize(text)
             context = normalize(contexts[i]) if contexts else ""
-            per_text.append(self.windows(clean, context) if clean else [])
-        flat = [w for ws in per_text for w in ws]
-        probs = self.run(flat) if flat else np.zeros((0, len(self.labels)), np.float32)
+            out.append(self.windows(clean, context) if clean else [])
+        return out
+
+    def combine(self, windows: list[list[list[int]]], probs: FloatArray) -> list[TextScore]:
+        """Per-text decisions from the probabilities of all windows, in order."""
         results, pos = [], 0
-        for ws in per_text:
+        for ws in windows:
             if not ws:  # nothing left to score: empty or invisible-only text
                 zero = np.zeros(len(self.labels), np.float32)
                 results.append(self.decide(zero, 0, [0] * len(self.labels)))
@@ -180,11 +181,22 @@ class Classifier:
             results.append(self.decide(block.max(axis=0), len(ws), list(block.argmax(axis=0))))
         return results
 
-    def score_transcript(self, contents: Sequence[str]) -> TranscriptScore:
-        """Score each message after the one before it; the transcript takes, per label, its
-        highest message score."""
-        contexts = ["", *contents[:-1]]
-        messages = self.score_texts(contents, contexts)
+    def score_texts(
+        self, texts: Sequence[str], contexts: Sequence[str] | None = None
+    ) -> list[TextScore]:
+        """Score texts (each optionally after its context, the turn before it); a text longer
+        than the model's max length takes its best window."""
+        windows = self.encode_items(texts, contexts)
+        flat = [w for ws in windows for w in ws]
+        probs = self.run(flat) if flat else np.zeros((0, len(self.labels)), np.float32)
+        return self.combine(windows, probs)
+
+    def aggregate(self, messages: list[TextScore]) -> TranscriptScore:
+        """The transcript takes, per label, its highest message score (a union of labels)."""
         scores = {lab: max(m.scores[lab] for m in messages) for lab in self.labels}
         flags = {lab: any(m.flags[lab] for m in messages) for lab in self.labels}
         return TranscriptScore(messages=messages, scores=scores, flags=flags)
+
+    def score_transcript(self, contents: Sequence[str]) -> TranscriptScore:
+        """Score each message after the one before it, then the transcript."""
+        return self.aggregate(self.score_texts(contents, ["", *contents[:-1]]))

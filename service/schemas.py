@@ -4,16 +4,27 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Role = Literal["user", "assistant", "system"]
 
-EXAMPLE_TRANSCRIPT: dict[str, Any] = {
-    "messages": [
-        {"role": "user", "content": "I was diagnosed with type 2 diabetes last month"},
-        {"role": "assistant", "content": "I'm sorry to hear that. How can I help?"},
-        {"role": "user", "content": "Recommend hiking boots for rocky trails"},
-    ]
+EXAMPLE_MESSAGES: list[dict[str, Any]] = [
+    {"role": "user", "content": "I was diagnosed with type 2 diabetes last month"},
+    {"role": "assistant", "content": "I'm sorry to hear that. How can I help?"},
+    {"role": "user", "content": "Recommend hiking boots for rocky trails"},
+]
+EXAMPLE_CLASSIFY: Any = [
+    {"messages": EXAMPLE_MESSAGES},
+    {"transcripts": [{"id": "t1", "messages": EXAMPLE_MESSAGES[:1]}]},
+]
+EXAMPLE_SCREEN: dict[str, Any] = {
+    "messages": EXAMPLE_MESSAGES,
+    "signals": [
+        {"id": "s1", "text": "hiking boots", "source_messages": [2]},
+        {"id": "s2", "text": "glucose monitors", "source_messages": [0]},
+        {"id": "s3", "text": "outdoor gear"},
+    ],
+    "region": "US",
 }
 
 
@@ -26,15 +37,31 @@ class Message(BaseModel):
     content: str = Field(description="The message text.")
 
 
+class TranscriptIn(BaseModel):
+    """A transcript in a batch, with an optional id echoed back."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str | None = Field(None, max_length=128, description="Echoed back in the result.")
+    messages: list[Message] = Field(min_length=1, description="The transcript, oldest first.")
+
+
 class ClassifyRequest(BaseModel):
-    """A transcript to classify: its messages in order."""
+    """One transcript (`messages`) or a batch of them (`transcripts`)."""
 
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"examples": [EXAMPLE_TRANSCRIPT]},
+        json_schema_extra={"examples": EXAMPLE_CLASSIFY},
     )
 
-    messages: list[Message] = Field(min_length=1, description="The transcript, oldest first.")
+    messages: list[Message] | None = Field(None, min_length=1, description="One transcript.")
+    transcripts: list[TranscriptIn] | None = Field(None, min_length=1, description="A batch.")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> ClassifyRequest:
+        if (self.messages is None) == (self.transcripts is None):
+            raise ValueError("give either messages or transcripts")
+        return self
 
 
 class ModelRef(BaseModel):
@@ -44,28 +71,97 @@ class ModelRef(BaseModel):
     version: str
 
 
+class Evidence(BaseModel):
+    """Why a label is flagged: the message and the token window that scored highest."""
+
+    label: str
+    message_index: int
+    window: int = Field(description="Index of the highest-scoring window of the message.")
+    score: float
+
+
 class LabelDecision(BaseModel):
     """Scores in [0, 1] per label, and whether each reaches its threshold."""
 
     scores: dict[str, float]
     flags: dict[str, bool]
     sensitive: bool = Field(description="True when any label is flagged.")
+    evidence: list[Evidence] = Field(default_factory=list)
 
 
 class MessageResult(LabelDecision):
-    """The decision for one message."""
+    """The decision for one message (read after the message before it)."""
 
     index: int = Field(description="Position of the message in the transcript.")
     role: Role
     windows: int = Field(description="How many token windows of the message were scored.")
 
 
-class ClassifyResponse(BaseModel):
-    """The decision for the transcript as a whole and for each of its messages."""
+class TranscriptResult(BaseModel):
+    """The decision for a transcript as a whole and for each of its messages."""
+
+    id: str | None = None
+    transcript: LabelDecision
+    messages: list[MessageResult]
+
+
+class ClassifyResponse(TranscriptResult):
+    """The answer for one transcript."""
+
+    model: ModelRef
+
+
+class BatchClassifyResponse(BaseModel):
+    """The answers for a batch, in request order."""
+
+    model: ModelRef
+    results: list[TranscriptResult]
+
+
+class Signal(BaseModel):
+    """An interest signal that the pipeline wants to derive from the transcript."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, max_length=128)
+    text: str = Field(min_length=1, max_length=1000, description="The signal, e.g. a topic.")
+    source_messages: list[int] | None = Field(
+        None, max_length=200, description="Indices of the messages it comes from."
+    )
+
+
+class ScreenRequest(BaseModel):
+    """A transcript, the signals wanted from it, and optionally the user's region."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [EXAMPLE_SCREEN]})
+
+    messages: list[Message] = Field(min_length=1)
+    signals: list[Signal] = Field(min_length=1)
+    region: str | None = Field(
+        None, pattern=r"^[A-Za-z]{2}$", description="ISO 3166-1 alpha-2 code of the user."
+    )
+
+
+class Reason(BaseModel):
+    """One reason a signal is blocked."""
+
+    type: Literal["jurisdiction", "signal", "source", "transcript"]
+    label: str | None = None
+    message_index: int | None = None
+
+
+class SignalDecision(BaseModel):
+    id: str
+    decision: Literal["allowed", "blocked"]
+    reasons: list[Reason]
+
+
+class ScreenResponse(BaseModel):
+    """A decision per signal. Any non-2xx answer means: use none of these signals."""
 
     model: ModelRef
     transcript: LabelDecision
-    messages: list[MessageResult]
+    decisions: list[SignalDecision]
 
 
 class ModelInfo(BaseModel):
@@ -86,3 +182,4 @@ class ErrorResponse(BaseModel):
     code: str
     message: str
     errors: list[dict[str, str]] = Field(default_factory=list)
+    limit: dict[str, int | str] | None = Field(None, description="The bound that was exceeded.")

@@ -5,10 +5,16 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.gate import DEFAULT_BLOCKED_REGIONS
+
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "minilm-en"
+
+
+class SettingsError(ValueError):
+    """The settings cannot run a service."""
 
 
 class Settings(BaseSettings):
@@ -20,10 +26,51 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address to listen on.")
     port: int = Field(8000, ge=1, le=65535, description="Port to listen on.")
     threads: int = Field(0, ge=0, description="onnxruntime intra-op threads; 0 = all cores.")
-    batch_size: int = Field(32, ge=1, le=1024, description="Messages per model run.")
+    batch_size: int = Field(32, ge=1, le=1024, description="Windows per model call.")
+    log_level: str = Field("info", description="Log level of the service.")
+    # -- auth -------------------------------------------------------------------------------
+    auth_required: bool = Field(True, description="Require a bearer API key on /v1 routes.")
+    api_keys: str = Field("", description="Comma-separated API keys.", repr=False)
+    api_keys_file: Path | None = Field(None, description="File with one API key per line.")
+    # -- bounds -----------------------------------------------------------------------------
+    max_body_bytes: int = Field(2_000_000, ge=1_000, description="Request body size.")
+    max_transcripts: int = Field(64, ge=1, description="Transcripts per batch request.")
     max_messages: int = Field(200, ge=1, description="Messages per transcript.")
     max_message_chars: int = Field(20_000, ge=1, description="Characters per message.")
-    log_level: str = Field("info", description="Log level of the service.")
+    max_signals: int = Field(100, ge=1, description="Signals per screen request.")
+    # -- the gate ---------------------------------------------------------------------------
+    blocked_regions: str = Field(
+        DEFAULT_BLOCKED_REGIONS, description="Comma-separated ISO 3166-1 alpha-2 codes."
+    )
+    # -- throughput -------------------------------------------------------------------------
+    cache_entries: int = Field(100_000, ge=0, description="Per-message score cache (LRU).")
+    batch_max_windows: int = Field(64, ge=1, description="Windows per shared model run.")
+    batch_max_tokens: int = Field(8192, ge=64, description="Tokens per shared model run.")
+    batch_wait_ms: float = Field(2.0, ge=0, le=1000, description="Wait for more work (ms).")
+    queue_max_windows: int = Field(4096, ge=1, description="Queued windows before 503.")
+
+    @model_validator(mode="after")
+    def _keys_when_required(self) -> Settings:
+        if self.auth_required and not self.keys():
+            raise SettingsError(
+                "API keys are required: set ST_API_KEYS or ST_API_KEYS_FILE, "
+                "or ST_AUTH_REQUIRED=false for local use"
+            )
+        return self
+
+    def keys(self) -> list[str]:
+        """The accepted API keys, from the variable and the file."""
+        keys = [k.strip() for k in self.api_keys.split(",") if k.strip()]
+        if self.api_keys_file is not None:
+            try:
+                text = self.api_keys_file.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise SettingsError(f"cannot read ST_API_KEYS_FILE: {exc.strerror}") from exc
+            keys += [k.strip() for k in text.splitlines() if k.strip()]
+        return keys
+
+    def regions(self) -> frozenset[str]:
+        return frozenset(r.strip().upper() for r in self.blocked_regions.split(",") if r.strip())
 
 
 @lru_cache(maxsize=1)

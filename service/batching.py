@@ -1,0 +1,132 @@
+"""Coalesces concurrent requests into shared model runs, with a bounded queue.
+
+Every request submits its token windows; one worker takes what is queued (up to a number of
+windows and of tokens, waiting at most a few milliseconds for more), runs the model once over
+all of it, bucketed by length, and hands each request its rows. When the queue is full, a new
+request is refused at once (503) instead of waiting without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float32]
+RunFn = Callable[[Sequence[Sequence[int]]], FloatArray]
+
+
+class Overloaded(Exception):
+    """The work queue is full."""
+
+
+@dataclass
+class _Job:
+    sequences: list[list[int]]
+    future: asyncio.Future[FloatArray]
+    tokens: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.tokens = sum(len(s) for s in self.sequences)
+
+
+@dataclass
+class BatchStats:
+    """Counters the metrics read."""
+
+    runs: int = 0
+    windows: int = 0
+    last_batch: int = 0
+    queued_windows: int = 0
+
+
+class MicroBatcher:
+    """Dynamic batching in front of a blocking `run(sequences) -> probabilities` function."""
+
+    def __init__(
+        self,
+        run: RunFn,
+        max_windows: int = 64,
+        max_tokens: int = 8192,
+        wait_ms: float = 2.0,
+        queue_windows: int = 4096,
+        on_batch: Callable[[int, float], None] | None = None,
+    ) -> None:
+        self._run = run
+        self.max_windows, self.max_tokens = max_windows, max_tokens
+        self.wait_s, self.queue_windows = wait_ms / 1000.0, queue_windows
+        self._queue: asyncio.Queue[_Job] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._on_batch = on_batch
+        self.stats = BatchStats()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._worker())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def submit(self, sequences: list[list[int]]) -> FloatArray:
+        """Probabilities for these windows, computed in a shared run; Overloaded if full."""
+        if not sequences:
+            return np.zeros((0, 0), np.float32)
+        if self.stats.queued_windows + len(sequences) > self.queue_windows:
+            raise Overloaded
+        future: asyncio.Future[FloatArray] = asyncio.get_running_loop().create_future()
+        self.stats.queued_windows += len(sequences)
+        await self._queue.put(_Job(sequences, future))
+        return await future
+
+    async def _collect(self) -> list[_Job]:
+        jobs = [await self._queue.get()]
+        windows, tokens = len(jobs[0].sequences), jobs[0].tokens
+        deadline = time.monotonic() + self.wait_s
+        while windows < self.max_windows and tokens < self.max_tokens:
+            timeout = deadline - time.monotonic()
+            if timeout <= 0:
+                break
+            try:
+                job = await asyncio.wait_for(self._queue.get(), timeout)
+            except TimeoutError:
+                break
+            jobs.append(job)
+            windows += len(job.sequences)
+            tokens += job.tokens
+        return jobs
+
+    async def _worker(self) -> None:
+        while True:
+            jobs = await self._collect()
+            flat = [s for j in jobs for s in j.sequences]
+            started = time.perf_counter()
+            try:
+                probs = await asyncio.to_thread(self._run, flat)
+            except Exception as exc:  # the model failed: every waiting request gets an error
+                for j in jobs:
+                    if not j.future.done():
+                        j.future.set_exception(exc)
+            else:
+                pos = 0
+                for j in jobs:
+                    n = len(j.sequences)
+                    if not j.future.done():
+                        j.future.set_result(probs[pos : pos + n])
+                    pos += n
+            finally:
+                self.stats.queued_windows -= len(flat)
+                self.stats.runs += 1
+                self.stats.windows += len(flat)
+                self.stats.last_batch = len(flat)
+                if self._on_batch:
+                    self._on_batch(len(flat), time.perf_counter() - started)

@@ -1,0 +1,70 @@
+"""The async scoring front shared by the API routes: cache, then shared batched model runs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from service.batching import MicroBatcher
+from service.cache import ScoreCache, cache_key
+from service.classifier import Classifier, TextScore, TranscriptScore
+from service.text import normalize
+
+
+class ScoringEngine:
+    """Scores messages through the cache and the micro-batcher; knows nothing of HTTP."""
+
+    def __init__(
+        self,
+        classifier: Classifier,
+        cache_entries: int = 100_000,
+        max_windows: int = 64,
+        max_tokens: int = 8192,
+        wait_ms: float = 2.0,
+        queue_windows: int = 4096,
+        on_batch: Callable[[int, float], None] | None = None,
+    ) -> None:
+        self.classifier = classifier
+        self.cache: ScoreCache[TextScore] = ScoreCache(cache_entries)
+        self.batcher = MicroBatcher(
+            classifier.run, max_windows, max_tokens, wait_ms, queue_windows, on_batch
+        )
+        self.version = f"{classifier.artifact.name}:{classifier.artifact.version}"
+        self.context_chars = classifier.encoder.context_chars
+
+    def start(self) -> None:
+        self.batcher.start()
+
+    async def stop(self) -> None:
+        await self.batcher.stop()
+
+    async def score(
+        self, texts: Sequence[str], contexts: Sequence[str] | None = None
+    ) -> list[TextScore]:
+        """Scores of texts, each read after its context; cached messages cost no model time."""
+        clean = [normalize(t) for t in texts]
+        ctx = [
+            normalize(c)[-self.context_chars :] if self.context_chars and c else ""
+            for c in (contexts or [""] * len(texts))
+        ]
+        keys = [cache_key(self.version, c, t) for t, c in zip(clean, ctx, strict=True)]
+        results: list[TextScore | None] = [self.cache.get(k) for k in keys]
+        todo = [i for i, r in enumerate(results) if r is None]
+        if todo:
+            windows = self.classifier.encode_items([clean[i] for i in todo], [ctx[i] for i in todo])
+            flat = [w for ws in windows for w in ws]
+            probs = (
+                await self.batcher.submit(flat)
+                if flat
+                else np.zeros((0, len(self.classifier.labels)), np.float32)
+            )
+            for i, score in zip(todo, self.classifier.combine(windows, probs), strict=True):
+                results[i] = score
+                self.cache.put(keys[i], score)
+        return [r for r in results if r is not None]
+
+    async def transcript(self, contents: Sequence[str]) -> TranscriptScore:
+        """Each message read after the one before it; the transcript is their union."""
+        messages = await self.score(contents, ["", *contents[:-1]])
+        return self.classifier.aggregate(messages)
