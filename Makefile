@@ -32,8 +32,8 @@ install: $(VENV)/.runtime ## install what the service needs (no torch) into .ven
 
 install-dev: $(VENV)/.dev ## install the service, training and test tools into .venv
 
-serve: install ## serve the shipped model on http://127.0.0.1:8000 (API keys off: local use)
-	ST_MODEL_DIR=$(MODEL_DIR) $(BIN)/sensitive-topics serve
+serve: install ## serve the shipped model on http://127.0.0.1:8000 (API keys OFF: local use)
+	ST_AUTH_REQUIRED=false ST_MODEL_DIR=$(MODEL_DIR) $(BIN)/sensitive-topics serve
 
 test: install-dev ## run the default test suite (offline, a few minutes on 2 cores)
 	$(BIN)/pytest -m "not slow" -q

@@ -6,27 +6,42 @@ import argparse
 import logging
 import sys
 
+from pydantic import ValidationError
+
 from service.artifact import ModelArtifact, ModelDirError
-from service.settings import get_settings
+from service.observability import configure_logging
+
+log = logging.getLogger("service")
 
 
 def serve(_: argparse.Namespace) -> int:
-    """Check the model directory, then run uvicorn; a broken model stops start-up."""
+    """Check settings and the model directory, then run uvicorn; a broken one stops start-up."""
     import uvicorn
 
-    settings = get_settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
-    )
+    from service.settings import get_settings
+
+    configure_logging("info")
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        problems = "; ".join(str(e.get("msg", "")) for e in exc.errors())
+        log.error("cannot start: invalid settings", extra={"fields": {"reason": problems}})
+        return 2
+    configure_logging(settings.log_level)
     try:
         ModelArtifact.load(settings.model_dir)
     except ModelDirError as exc:
-        logging.getLogger("service").error("cannot start: %s", exc)
+        log.error("cannot start: model directory", extra={"fields": {"reason": str(exc)}})
         return 2
     from service.app import create_app
 
     uvicorn.run(
-        create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        log_config=None,  # keep our JSON logs
+        access_log=False,  # the service writes its own access log, without bodies
     )
     return 0
 

@@ -50,11 +50,14 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line; only the fields we put there (no message arguments)."""
 
     def format(self, record: logging.LogRecord) -> str:
+        # Our own events are fixed strings; arguments are formatted only for the server's
+        # lifecycle lines (ports, pids), never for anything that could carry a request.
+        event = record.getMessage() if record.name == "uvicorn.error" else record.msg
         out: dict[str, Any] = {
             "ts": round(record.created, 3),
             "level": record.levelname,
             "logger": record.name,
-            "event": record.msg,
+            "event": str(event),
         }
         out.update(getattr(record, "fields", {}))
         return json.dumps(out)

@@ -20,6 +20,6 @@ def shipped_model_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def client(shipped_model_dir: Path) -> Iterator[TestClient]:
-    app = create_app(Settings(model_dir=shipped_model_dir, max_messages=50))
+    app = create_app(Settings(model_dir=shipped_model_dir, max_messages=50, auth_required=False))
     with TestClient(app) as c:
         yield c

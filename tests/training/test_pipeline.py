@@ -100,7 +100,7 @@ def test_tiny_model_whole_road(tiny_base: Path, tmp_path: Path) -> None:
     for f in ("model.onnx", "tokenizer.json", "metrics.json", "README.md"):
         assert (model_dir / f).exists(), f
 
-    with TestClient(create_app(Settings(model_dir=model_dir))) as client:
+    with TestClient(create_app(Settings(model_dir=model_dir, auth_required=False))) as client:
         r = client.post(
             "/v1/classify",
             json={

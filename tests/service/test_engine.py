@@ -1,0 +1,145 @@
+"""The engine: cache by hash, shared batched runs, bounded queue (503), context."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.artifact import ModelArtifact
+from service.batching import MicroBatcher, Overloaded
+from service.cache import ScoreCache, cache_key
+from service.classifier import Classifier
+from service.engine import ScoringEngine
+from service.settings import Settings
+
+
+@pytest.fixture(scope="module")
+def classifier(shipped_model_dir: Path) -> Classifier:
+    return Classifier(ModelArtifact.load(shipped_model_dir))
+
+
+class CountingRun:
+    """Wraps a classifier's run to count windows and calls."""
+
+    def __init__(self, clf: Classifier, delay: float = 0.0) -> None:
+        self.clf, self.delay, self.calls, self.windows = clf, delay, 0, 0
+        self.lock = threading.Lock()
+
+    def __call__(self, seqs: Sequence[Sequence[int]]) -> np.ndarray:
+        with self.lock:
+            self.calls += 1
+            self.windows += len(seqs)
+        time.sleep(self.delay)
+        return self.clf.run(seqs)
+
+
+def test_cache_key_is_a_digest_not_text() -> None:
+    k = cache_key("m:1", "context words", "I have diabetes")
+    assert isinstance(k, bytes) and len(k) == 16 and b"diabetes" not in k
+    assert k != cache_key("m:2", "context words", "I have diabetes")
+    assert k != cache_key("m:1", "other context", "I have diabetes")
+
+
+def test_lru_is_bounded() -> None:
+    c: ScoreCache[int] = ScoreCache(2)
+    c.put(b"a", 1)
+    c.put(b"b", 2)
+    c.get(b"a")
+    c.put(b"c", 3)
+    assert c.get(b"b") is None and c.get(b"a") == 1 and len(c) == 2
+
+
+def test_resent_conversation_pays_only_for_the_new_message(classifier: Classifier) -> None:
+    async def go() -> tuple[int, int, list[dict[str, float]], list[dict[str, float]]]:
+        engine = ScoringEngine(classifier)
+        counter = CountingRun(classifier)
+        engine.batcher._run = counter
+        engine.start()
+        convo = [f"message number {i} about planning a trip to the coast" for i in range(20)]
+        first = await engine.transcript(convo)
+        before = counter.windows
+        second = await engine.transcript([*convo, "I was diagnosed with type 2 diabetes"])
+        await engine.stop()
+        return (
+            before,
+            counter.windows - before,
+            [m.scores for m in first.messages],
+            [m.scores for m in second.messages[:20]],
+        )
+
+    before, extra, first, again = asyncio.run(go())
+    assert before == 20 and extra == 1
+    assert first == again
+
+
+def test_concurrent_requests_share_model_runs(classifier: Classifier) -> None:
+    async def go() -> CountingRun:
+        engine = ScoringEngine(classifier, cache_entries=0, wait_ms=20)
+        counter = CountingRun(classifier)
+        engine.batcher._run = counter
+        engine.start()
+        await asyncio.gather(*(engine.score([f"text {i} about gardening"]) for i in range(16)))
+        await engine.stop()
+        return counter
+
+    counter = asyncio.run(go())
+    assert counter.windows == 16
+    assert counter.calls < 16  # coalesced
+
+
+def test_full_queue_refuses_at_once(classifier: Classifier) -> None:
+    async def go() -> tuple[int, int]:
+        batcher = MicroBatcher(CountingRun(classifier, delay=0.3), queue_windows=4, wait_ms=0)
+        batcher.start()
+        seq = classifier.encode_items(["hello there"])[0]
+        first = asyncio.ensure_future(batcher.submit(seq * 4))
+        await asyncio.sleep(0.05)
+        refused = 0
+        try:
+            await batcher.submit(seq)
+        except Overloaded:
+            refused += 1
+        await first
+        ok = len(await batcher.submit(seq))  # accepted again once the queue drains
+        await batcher.stop()
+        return refused, ok
+
+    assert asyncio.run(go()) == (1, 1)
+
+
+def test_overload_is_503_with_retry_after(shipped_model_dir: Path) -> None:
+    settings = Settings(model_dir=shipped_model_dir, auth_required=False, queue_max_windows=1)
+    with TestClient(create_app(settings)) as c:
+        body = {
+            "messages": [{"role": "user", "content": "one"}, {"role": "user", "content": "two"}]
+        }
+        r = c.post("/v1/classify", json=body)
+        assert r.status_code == 503
+        assert r.headers["retry-after"] == "1"
+        assert r.json()["code"] == "overloaded"
+
+
+def test_context_makes_a_reply_sensitive(client: TestClient) -> None:
+    body = {
+        "messages": [
+            {"role": "user", "content": "My dad was just diagnosed with type 2 diabetes."},
+            {"role": "user", "content": "yes, I have it too"},
+        ]
+    }
+    engine = client.app.state.engine  # type: ignore[attr-defined]
+    if not engine.context_chars:
+        pytest.skip("the served model reads messages alone (context_chars = 0)")
+    out = client.post("/v1/classify", json=body).json()
+    alone = client.post("/v1/classify", json={"messages": body["messages"][1:]}).json()
+    assert out["messages"][0]["flags"]["health"] is True
+    # read after the turn before it, the reply is health; alone it is not
+    assert out["messages"][1]["flags"]["health"] is True
+    assert alone["messages"][0]["flags"]["health"] is False

@@ -1,0 +1,74 @@
+"""Request ids, metrics, and no transcript text in any log line, metric or error body."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.observability import JsonFormatter
+
+SECRET = "my oncologist says the tumour in my pancreas has grown"
+
+
+def test_request_id_is_accepted_or_generated(client: TestClient) -> None:
+    r = client.get("/healthz", headers={"X-Request-ID": "abc-123"})
+    assert r.headers["x-request-id"] == "abc-123"
+    generated = client.get("/healthz", headers={"X-Request-ID": "bad id with spaces"})
+    assert generated.headers["x-request-id"] != "bad id with spaces"
+    assert len(generated.headers["x-request-id"]) == 32
+
+
+def test_metrics_count_requests_batches_and_flags(client: TestClient) -> None:
+    client.post("/v1/classify", json={"messages": [{"role": "user", "content": SECRET}]})
+    text = client.get("/metrics").text
+    for name in (
+        "st_requests_total",
+        "st_request_seconds_bucket",
+        "st_batch_windows_bucket",
+        "st_queue_windows",
+        "st_cache_hits",
+        "st_flags_total",
+    ):
+        assert name in text, name
+    assert 'st_flags_total{label="health"}' in text
+    assert 'route="/v1/classify"' in text
+
+
+def test_no_text_in_logs_metrics_or_errors(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    bodies = [
+        client.post("/v1/classify", json={"messages": [{"role": "user", "content": SECRET}]}),
+        client.post(
+            "/v1/classify",
+            json={"transcripts": [{"id": "t", "messages": [{"role": "user", "content": SECRET}]}]},
+        ),
+        client.post(
+            "/v1/screen",
+            json={
+                "messages": [{"role": "user", "content": SECRET}],
+                "signals": [{"id": "s", "text": SECRET}],
+            },
+        ),
+        client.post("/v1/classify", json={"messages": [{"role": "robot", "content": SECRET}]}),
+        client.post("/v1/classify", json={"messages": [{"role": "user", "content": SECRET}] * 60}),
+        client.post(
+            "/v1/screen",
+            json={
+                "messages": [{"role": "user", "content": SECRET}],
+                "signals": [{"id": "s", "text": SECRET, "source_messages": [5]}],
+            },
+        ),
+    ]
+    assert [r.status_code for r in bodies] == [200, 200, 200, 422, 422, 422]
+    for r in bodies[3:]:
+        assert "tumour" not in r.text and "pancreas" not in r.text
+    metrics = client.get("/metrics").text
+    formatter = JsonFormatter()
+    logged = "\n".join(formatter.format(rec) for rec in caplog.records)
+    assert "request" in logged  # the access log did run
+    for word in ("tumour", "pancreas", "oncologist"):
+        assert word not in logged and word not in metrics

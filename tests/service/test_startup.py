@@ -1,0 +1,41 @@
+"""Start-up fails loudly: bad settings or a broken model directory exit non-zero, clearly."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def run_serve(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("ST_")}
+    return subprocess.run(
+        [sys.executable, "-m", "service", "serve"],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_no_api_keys_stops_start_up() -> None:
+    r = run_serve({})
+    assert r.returncode == 2
+    assert "API keys are required" in r.stderr
+
+
+def test_missing_model_directory_stops_start_up(tmp_path: Path) -> None:
+    r = run_serve({"ST_AUTH_REQUIRED": "false", "ST_MODEL_DIR": str(tmp_path / "none")})
+    assert r.returncode == 2
+    assert "does not exist" in r.stderr
+
+
+def test_truncated_model_stops_start_up(shipped_model_dir: Path, tmp_path: Path) -> None:
+    d = tmp_path / "m"
+    d.mkdir()
+    for f in ("config.json", "tokenizer.json"):
+        (d / f).write_bytes((shipped_model_dir / f).read_bytes())
+    r = run_serve({"ST_AUTH_REQUIRED": "false", "ST_MODEL_DIR": str(d)})
+    assert r.returncode == 2
+    assert "model.onnx" in r.stderr
