@@ -10,7 +10,7 @@ SPLITS := training/data/splits
 AUTHORED := $(wildcard training/data/authored/*.jsonl) $(wildcard training/data/reviewed/*.jsonl)
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-dev serve test test-slow lint data train evaluate export clean
+.PHONY: help install install-dev serve test test-slow lint data train evaluate export bench docker clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -59,6 +59,13 @@ evaluate: ## thresholds on validation, metrics on test, for the run of CONFIG
 
 export: ## ONNX export + int8 quantization + parity checks -> models/<name>/
 	$(BIN)/python -m training.export --config $(CONFIG)
+
+bench: install-dev $(SPLITS)/manifest.json ## HTTP load vs raw engine vs naive server; engine int8/fp32/PyTorch
+	$(BIN)/python bench/http_load.py --model-dir $(MODEL_DIR)
+	$(BIN)/python bench/engine.py --config $(CONFIG)
+
+docker: ## build the runtime image (needs a Docker engine)
+	docker build -t sensitive-topics:latest .
 
 clean: ## remove runs, splits and caches (never models/)
 	rm -rf runs $(SPLITS) .pytest_cache .mypy_cache .ruff_cache

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from pydantic import ValidationError
 
@@ -46,11 +47,61 @@ def serve(_: argparse.Namespace) -> int:
     return 0
 
 
+def score(args: argparse.Namespace) -> int:
+    """Score a dataset file or folder; rows read = rows written + rows in errors."""
+    from service.artifact import ModelArtifact
+    from service.batch import Totals, score_dataset
+    from service.classifier import Classifier
+    from service.settings import Settings
+
+    model_dir = Path(args.model_dir) if args.model_dir else Settings(auth_required=False).model_dir
+    try:
+        clf = Classifier(ModelArtifact.load(model_dir))
+    except ModelDirError as exc:
+        sys.stderr.write(f"cannot score: {exc}\n")
+        return 2
+
+    def progress(t: Totals, rate: float) -> None:
+        sys.stderr.write(f"\rrows {t.read:,}  {rate:,.0f} rows/s  errors {t.errors:,}")
+        sys.stderr.flush()
+
+    try:
+        totals = score_dataset(
+            clf,
+            Path(args.input),
+            Path(args.output),
+            args.text_column,
+            args.messages_column,
+            args.chunk_rows,
+            args.resume,
+            progress,
+        )
+    except (ValueError, OSError) as exc:
+        sys.stderr.write(f"\ncannot score: {exc}\n")
+        return 2
+    sys.stderr.write(
+        f"\nrows read {totals.read:,} = rows written {totals.written:,}"
+        f" + rows in errors {totals.errors:,} ({args.output}.errors.jsonl)\n"
+    )
+    return 1 if totals.errors and not args.allow_errors else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `sensitive-topics` console script."""
     parser = argparse.ArgumentParser(prog="sensitive-topics")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="serve the REST API").set_defaults(func=serve)
+    sc = sub.add_parser("score", help="score a dataset (JSONL, JSON, CSV, Parquet, folder)")
+    sc.add_argument("input", help="a file, a folder of files, or a saved `datasets` dataset")
+    sc.add_argument("--output", required=True, help="output file; its extension sets the format")
+    col = sc.add_mutually_exclusive_group(required=True)
+    col.add_argument("--text-column", help="column with one text per row")
+    col.add_argument("--messages-column", help="column with a transcript [{role, content}]")
+    sc.add_argument("--model-dir", help="model directory (default: ST_MODEL_DIR or shipped)")
+    sc.add_argument("--chunk-rows", type=int, default=2048, help="rows per chunk")
+    sc.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    sc.add_argument("--allow-errors", action="store_true", help="exit 0 despite error rows")
+    sc.set_defaults(func=score)
     args = parser.parse_args(argv)
     code: int = args.func(args)
     return code
