@@ -10,7 +10,7 @@ SPLITS := training/data/splits
 AUTHORED := $(wildcard training/data/authored/*.jsonl) $(wildcard training/data/reviewed/*.jsonl)
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-dev serve test test-slow lint data train evaluate export bench docker clean
+.PHONY: help install install-dev serve test test-slow lint data train evaluate export score bench docker clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -59,6 +59,9 @@ evaluate: ## thresholds on validation, metrics on test, for the run of CONFIG
 
 export: ## ONNX export + int8 quantization + parity checks -> models/<name>/
 	$(BIN)/python -m training.export --config $(CONFIG)
+
+score: install ## score a dataset: make score INPUT=in.parquet OUTPUT=out.parquet ARGS="--text-column text"
+	$(BIN)/sensitive-topics score $(INPUT) --output $(OUTPUT) --model-dir $(MODEL_DIR) $(ARGS)
 
 bench: install-dev $(SPLITS)/manifest.json ## HTTP load vs raw engine vs naive server; engine int8/fp32/PyTorch
 	$(BIN)/python bench/http_load.py --model-dir $(MODEL_DIR)
