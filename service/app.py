@@ -41,7 +41,7 @@ from service.settings import Settings, get_settings
 
 log = logging.getLogger("service")
 ERRORS: dict[int | str, dict[str, Any]] = {
-    s: {"model": ErrorResponse} for s in (401, 413, 422, 503)
+    s: {"model": ErrorResponse} for s in (400, 401, 413, 422, 503)
 }
 
 
@@ -221,7 +221,9 @@ def create_app(settings: Settings | None = None, classifier: Classifier | None =
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _error(exc.status_code, "http_error", str(exc.detail))
+        headers = dict(exc.headers) if exc.headers else None
+        code = "invalid_body" if exc.status_code == 400 else "http_error"
+        return _error(exc.status_code, code, str(exc.detail), headers=headers)
 
     @app.exception_handler(Overloaded)
     async def overloaded(_: Request, exc: Overloaded) -> JSONResponse:

@@ -31,7 +31,7 @@ EXAMPLE_SCREEN: dict[str, Any] = {
 class Message(BaseModel):
     """One turn of a chat transcript."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     role: Role = Field(description="Who wrote the message.")
     content: str = Field(description="The message text.")
@@ -40,7 +40,7 @@ class Message(BaseModel):
 class TranscriptIn(BaseModel):
     """A transcript in a batch, with an optional id echoed back."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     id: str | None = Field(None, max_length=128, description="Echoed back in the result.")
     messages: list[Message] = Field(min_length=1, description="The transcript, oldest first.")
@@ -51,6 +51,7 @@ class ClassifyRequest(BaseModel):
 
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={"examples": EXAMPLE_CLASSIFY},
     )
 
@@ -121,7 +122,7 @@ class BatchClassifyResponse(BaseModel):
 class Signal(BaseModel):
     """An interest signal that the pipeline wants to derive from the transcript."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     id: str = Field(min_length=1, max_length=128)
     text: str = Field(min_length=1, max_length=1000, description="The signal, e.g. a topic.")
@@ -133,7 +134,9 @@ class Signal(BaseModel):
 class ScreenRequest(BaseModel):
     """A transcript, the signals wanted from it, and optionally the user's region."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [EXAMPLE_SCREEN]})
+    model_config = ConfigDict(
+        extra="forbid", strict=True, json_schema_extra={"examples": [EXAMPLE_SCREEN]}
+    )
 
     messages: list[Message] = Field(min_length=1)
     signals: list[Signal] = Field(min_length=1)
