@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -36,8 +37,17 @@ def serve(_: argparse.Namespace) -> int:
         return 2
     from service.app import create_app
 
+    # One process serves directly; several are started by uvicorn's supervisor, each building
+    # the app (and loading the model) itself, and replaced if one dies.
+    # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal to the handler
+    # that was there before it: a no-op one lets the drained process exit 0.
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    app: object = create_app(settings) if settings.workers == 1 else "service.app:create_served_app"
     uvicorn.run(
-        create_app(settings),
+        app,  # type: ignore[arg-type]
+        factory=settings.workers > 1,
+        workers=settings.workers,
+        timeout_graceful_shutdown=30,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,

@@ -365,3 +365,12 @@ def create_app(settings: Settings | None = None, classifier: Classifier | None =
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(RequestContext, metrics=metrics)
     return app
+
+
+def create_served_app() -> FastAPI:
+    """Factory for worker processes: JSON logs, settings from the environment."""
+    from service.observability import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    return create_app(settings)

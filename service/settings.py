@@ -28,6 +28,7 @@ class Settings(BaseSettings):
     threads: int = Field(0, ge=0, description="onnxruntime intra-op threads; 0 = all cores.")
     batch_size: int = Field(32, ge=1, le=1024, description="Windows per model call.")
     log_level: str = Field("info", description="Log level of the service.")
+    workers: int = Field(1, ge=1, le=64, description="Server processes, each with one model.")
     # -- auth -------------------------------------------------------------------------------
     auth_required: bool = Field(True, description="Require a bearer API key on /v1 routes.")
     api_keys: str = Field("", description="Comma-separated API keys.", repr=False)
