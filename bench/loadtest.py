@@ -1,0 +1,219 @@
+"""`make loadtest`: the service at twice its measured capacity, on loopback, bounded in time.
+
+1. Measure capacity: closed loop, 16 concurrent clients, one-message transcripts.
+2. Offer 2x that rate, open loop, for --seconds: the excess must be shed at once (503 with
+   Retry-After), no 200 may carry a wrong answer, memory must stay under --max-rss-mb.
+3. Drop the load: the service must answer correctly again at once.
+Prints the figures; exits non-zero if a guarantee does not hold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from service.artifact import ModelArtifact
+from service.classifier import Classifier
+
+SAFE_MARGIN = 0.1  # texts whose scores sit this far from every threshold: flags cannot flip
+
+TEXTS = [
+    "I was diagnosed with type 2 diabetes last month",
+    "Which party should I vote for in the election?",
+    "We fast during Ramadan and pray at the mosque",
+    "Recommend hiking boots for rocky trails",
+    "How do I reverse a linked list in Python?",
+    "my therapist upped my antidepressant dose and now i can't sleep",
+    "Can you help me write a letter to my MP opposing the new immigration bill?",
+    "What's a good recipe for banana bread without nuts?",
+]
+
+
+@dataclass
+class Figures:
+    offered: int = 0
+    served: int = 0
+    shed: int = 0
+    other: int = 0
+    wrong: int = 0
+    latencies: list[float] = field(default_factory=list)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def peak_rss_mb(pid: int) -> float:
+    """Peak resident memory of a process (VmHWM), from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def expected_flags(model_dir: Path) -> dict[str, dict[str, bool]]:
+    """What the model says, computed in-process, for texts far from every threshold."""
+    clf = Classifier(ModelArtifact.load(model_dir))
+    out = {}
+    for text, s in zip(TEXTS, clf.score_texts(TEXTS), strict=True):
+        if all(
+            abs(s.scores[lab] - clf.artifact.thresholds[lab]) > SAFE_MARGIN for lab in clf.labels
+        ):
+            out[text] = s.flags
+    return out
+
+
+async def one(
+    client: httpx.AsyncClient,
+    url: str,
+    text: str,
+    figs: Figures,
+    expected: dict[str, dict[str, bool]],
+) -> None:
+    t = time.perf_counter()
+    try:
+        r = await client.post(url, json={"messages": [{"role": "user", "content": text}]})
+    except httpx.HTTPError:
+        figs.other += 1
+        return
+    if r.status_code == 200:
+        figs.served += 1
+        figs.latencies.append(time.perf_counter() - t)
+        if r.json()["transcript"]["flags"] != expected[text]:
+            figs.wrong += 1
+    elif r.status_code in (429, 503):
+        figs.shed += 1
+        assert "retry-after" in r.headers
+    else:
+        figs.other += 1
+
+
+async def capacity(
+    url: str, texts: list[str], seconds: float, expected: dict[str, dict[str, bool]]
+) -> float:
+    figs, stop = Figures(), time.monotonic() + seconds
+    async with httpx.AsyncClient(timeout=30) as client:
+
+        async def worker(k: int) -> None:
+            i = k
+            while time.monotonic() < stop:
+                await one(client, url, texts[i % len(texts)], figs, expected)
+                i += 16
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(k) for k in range(16)))
+    return figs.served / (time.perf_counter() - started)
+
+
+async def overload(
+    url: str, texts: list[str], rate: float, seconds: float, expected: dict[str, dict[str, bool]]
+) -> Figures:
+    figs, tasks = Figures(), []
+    limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
+    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+        start, k = time.monotonic(), 0
+        while (now := time.monotonic()) - start < seconds:
+            due = int((now - start) * rate)
+            while k < due:
+                tasks.append(
+                    asyncio.create_task(one(client, url, texts[k % len(texts)], figs, expected))
+                )
+                k += 1
+            await asyncio.sleep(0.002)
+        figs.offered = k
+        await asyncio.gather(*tasks)
+    return figs
+
+
+def run(model_dir: Path, seconds: float, max_rss_mb: float) -> bool:
+    expected = expected_flags(model_dir)
+    texts = list(expected)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ST_")}
+    env.update(
+        {
+            "ST_AUTH_REQUIRED": "false",
+            "ST_MODEL_DIR": str(model_dir),
+            "ST_PORT": str(port),
+            "ST_LOG_LEVEL": "warning",
+            "ST_CACHE_ENTRIES": "0",
+            "ST_QUEUE_MAX_WINDOWS": "256",
+        }
+    )
+    proc = subprocess.Popen([sys.executable, "-m", "service", "serve"], env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("server did not start")
+            time.sleep(0.2)
+        cap = asyncio.run(capacity(f"{url}/v1/classify", texts, min(5.0, seconds), expected))
+        figs = asyncio.run(overload(f"{url}/v1/classify", texts, 2 * cap, seconds, expected))
+        time.sleep(1.0)
+        after = Figures()
+
+        async def recover() -> None:
+            async with httpx.AsyncClient(timeout=10) as client:
+                for i in range(20):
+                    await one(client, f"{url}/v1/classify", texts[i % len(texts)], after, expected)
+
+        asyncio.run(recover())
+        rss = peak_rss_mb(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    p99 = float(np.percentile(figs.latencies, 99) * 1000) if figs.latencies else float("nan")
+    print(f"capacity (16 clients, closed loop): {cap:.1f} req/s")
+    print(
+        f"offered {figs.offered} at {2 * cap:.1f} req/s for {seconds:.0f} s: served "
+        f"{figs.served}, shed {figs.shed} (503), other {figs.other}, wrong answers "
+        f"{figs.wrong}, p99 of served {p99:.0f} ms"
+    )
+    print(
+        f"peak server memory {rss:.0f} MB (bound {max_rss_mb:.0f} MB); after the load: "
+        f"{after.served}/20 served, {after.wrong} wrong"
+    )
+    ok = (
+        figs.wrong == 0
+        and figs.other == 0
+        and figs.shed > 0
+        and rss < max_rss_mb
+        and after.served == 20
+        and after.wrong == 0
+    )
+    print("guarantees hold" if ok else "GUARANTEE BROKEN")
+    return ok
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model-dir", default=os.environ.get("ST_MODEL_DIR", ""))
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--max-rss-mb", type=float, default=1500.0)
+    args = parser.parse_args()
+    from service.settings import DEFAULT_MODEL_DIR
+
+    model_dir = Path(args.model_dir) if args.model_dir else DEFAULT_MODEL_DIR
+    sys.exit(0 if run(model_dir, args.seconds, args.max_rss_mb) else 1)
+
+
+if __name__ == "__main__":
+    main()
