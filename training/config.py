@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -107,6 +110,16 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def cli(run: Callable[[TrainConfig], object], description: str) -> None:
+    """The command line of a training step: --config FILE and --set key=value overrides."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config", default="training/configs/minilm-en.json")
+    parser.add_argument("--set", nargs="*", default=[], help="overrides, key=value")
+    args = parser.parse_args()
+    logging.basicConfig(level="INFO", format="%(asctime)s %(message)s")
+    run(TrainConfig.load(resolve(args.config), args.set))
 
 
 def resolve(path: str | Path) -> Path:

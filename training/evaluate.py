@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 from typing import Any
 
 import numpy as np
 
-from training.config import TrainConfig, resolve
+from training.config import TrainConfig, cli, resolve
 from training.data import load_splits
 from training.metrics import choose_thresholds, multi_hot, report
 from training.model import MultiLabelClassifier
@@ -59,12 +58,7 @@ def evaluate(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--config", default="training/configs/minilm-en.json")
-    parser.add_argument("--set", nargs="*", default=[])
-    args = parser.parse_args()
-    logging.basicConfig(level="INFO", format="%(asctime)s %(message)s")
-    evaluate(TrainConfig.load(resolve(args.config), args.set))
+    cli(evaluate, __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

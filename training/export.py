@@ -8,7 +8,6 @@ scoring core to compute the metrics it ships with.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import shutil
@@ -23,7 +22,7 @@ from onnxruntime.quantization import QuantType, quantize_dynamic
 
 from service.classifier import TextEncoder
 from training.card import write_card
-from training.config import REPO, TrainConfig, resolve
+from training.config import REPO, TrainConfig, cli, resolve
 from training.data import load_splits
 from training.metrics import multi_hot, report
 from training.model import MultiLabelClassifier, batch_tensors
@@ -81,30 +80,46 @@ def export_onnx(
     )
 
 
-def batches(
-    encoder: TextEncoder, texts: list[str], contexts: list[str], pad_id: int
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The test items as padded batches, read exactly as the service reads them."""
-    return [
-        batch_tensors(encoder, texts[i : i + 32], contexts[i : i + 32], pad_id)
-        for i in range(0, len(texts), 32)
-    ]
+class Batches(list[tuple[torch.Tensor, torch.Tensor]]):
+    """Test items as padded batches sorted by length (as the service batches them, so int8
+    activation ranges are not stretched by padding); `order` maps rows back to items."""
+
+    order: np.ndarray
+
+    def restore(self, logits: np.ndarray) -> np.ndarray:
+        out = np.empty_like(logits)
+        out[self.order] = logits
+        return out
 
 
-def onnx_logits(path: Path, inputs: list[tuple[torch.Tensor, torch.Tensor]]) -> np.ndarray:
+def batches(encoder: TextEncoder, texts: list[str], contexts: list[str], pad_id: int) -> Batches:
+    lengths = [len(encoder.encode(t, c)[0]) for t, c in zip(texts, contexts, strict=True)]
+    order = np.argsort(lengths, kind="stable")
+    out = Batches(
+        batch_tensors(
+            encoder,
+            [texts[i] for i in order[k : k + 32]],
+            [contexts[i] for i in order[k : k + 32]],
+            pad_id,
+        )
+        for k in range(0, len(texts), 32)
+    )
+    out.order = order
+    return out
+
+
+def onnx_logits(path: Path, inputs: Batches) -> np.ndarray:
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     out = [
         sess.run(["logits"], {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})[0]
         for ids, mask in inputs
     ]
-    return np.concatenate(out)
+    return inputs.restore(np.concatenate(out))
 
 
-def torch_logits(
-    model: MultiLabelClassifier, inputs: list[tuple[torch.Tensor, torch.Tensor]]
-) -> np.ndarray:
+def torch_logits(model: MultiLabelClassifier, inputs: Batches) -> np.ndarray:
     with torch.no_grad():
-        return np.concatenate([model(ids, mask).numpy() for ids, mask in inputs])
+        return inputs.restore(np.concatenate([model(ids, mask).numpy() for ids, mask in inputs]))
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -254,12 +269,7 @@ def export(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Export, quantize and check the model.")
-    parser.add_argument("--config", default="training/configs/minilm-en.json")
-    parser.add_argument("--set", nargs="*", default=[])
-    args = parser.parse_args()
-    logging.basicConfig(level="INFO", format="%(asctime)s %(message)s")
-    export(TrainConfig.load(resolve(args.config), args.set))
+    cli(export, "Export, quantize and check the model.")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ validation macro-F1 is kept in runs/<name>/checkpoint with its config and data h
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -19,7 +18,7 @@ import torch
 from tqdm import tqdm
 from transformers import AutoTokenizer, get_linear_schedule_with_warmup
 
-from training.config import TrainConfig, resolve, resolve_base_model
+from training.config import TrainConfig, cli, resolve, resolve_base_model
 from training.data import load_splits, splits_hash
 from training.metrics import choose_thresholds, multi_hot, report
 from training.model import MultiLabelClassifier, batch_tensors, make_encoder, predict_logits
@@ -221,12 +220,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Fine-tune the multi-label classifier.")
-    parser.add_argument("--config", default="training/configs/minilm-en.json")
-    parser.add_argument("--set", nargs="*", default=[], help="overrides, key=value")
-    args = parser.parse_args()
-    logging.basicConfig(level="INFO", format="%(asctime)s %(message)s")
-    train(TrainConfig.load(resolve(args.config), args.set))
+    cli(train, "Fine-tune the multi-label classifier.")
 
 
 if __name__ == "__main__":

@@ -40,8 +40,14 @@ def _is_char(piece: str) -> bool:
     return len(core) <= 1 or (len(core) == 2 and unicodedata.category(core[1]).startswith("M"))
 
 
+# Scripts of which every piece is kept: they are a small share of the vocabulary, and ranking
+# pieces by probability alone would favour the many Latin-script languages.
+_KEEP_ALL = re.compile(r"[\u0590-\u05FF\u0600-\u06FF\u0750-\u077F\uFB50-\uFDFF\uFE70-\uFEFF]")
+
+
 def select_ids(tokenizer_json: str, texts: Iterable[str], budget: int) -> list[int]:
-    """Sorted ids to keep: specials, ids used by the texts, script characters, best pieces."""
+    """Sorted ids to keep: specials, ids used by the texts, script characters, every Arabic-
+    and Hebrew-script piece, then the most probable remaining pieces up to the budget."""
     spec = json.loads(tokenizer_json)
     if spec["model"]["type"] != "Unigram":
         raise ValueError("vocabulary trimming supports Unigram (SentencePiece) tokenizers")
@@ -54,6 +60,7 @@ def select_ids(tokenizer_json: str, texts: Iterable[str], budget: int) -> list[i
     for enc in tok.encode_batch(list(texts)):
         keep.update(enc.ids)
     keep.update(i for i, (p, _) in enumerate(vocab) if _is_char(p) and _allowed(p))
+    keep.update(i for i, (p, _) in enumerate(vocab) if _KEEP_ALL.search(p) and _allowed(p))
     ranked = sorted(
         (i for i, (p, _) in enumerate(vocab) if i not in keep and _allowed(p)),
         key=lambda i: -float(vocab[i][1]),
