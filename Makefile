@@ -4,8 +4,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/pip install --disable-pip-version-check -q -c requirements.lock
-CONFIG ?= training/configs/minilm-en.json
-MODEL_DIR ?= models/minilm-en
+CONFIG ?= training/configs/e5-multi.json
+MODEL_DIR ?= models/e5-multi
 SPLITS := training/data/splits
 AUTHORED := $(wildcard training/data/authored/*.jsonl) $(wildcard training/data/reviewed/*.jsonl)
 
@@ -51,7 +51,7 @@ data: $(SPLITS)/manifest.json ## build grouped train/validation/test Parquet spl
 $(SPLITS)/manifest.json: $(AUTHORED) training/data.py training/sources.py | $(VENV)/.dev
 	$(BIN)/python -m training.data --out $(SPLITS)
 
-train: $(SPLITS)/manifest.json ## fine-tune the model of CONFIG (default: MiniLM English)
+train: $(SPLITS)/manifest.json ## fine-tune the model of CONFIG (default: multilingual e5)
 	$(BIN)/python -m training.train --config $(CONFIG)
 
 evaluate: ## thresholds on validation, metrics on test, for the run of CONFIG

@@ -77,6 +77,17 @@ def main() -> None:
                 sess.run(["logits"], {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})
 
             results[(name, batch)] = rate(run_onnx, batch, args.seconds)
+    started = time.perf_counter()
+    from service.artifact import ModelArtifact
+    from service.classifier import Classifier
+
+    Classifier(ModelArtifact.load(cfg.model_dir)).score_texts(["warm-up"])
+    load_s = time.perf_counter() - started
+    size_mb = sum(f.stat().st_size for f in cfg.model_dir.iterdir()) / 1e6
+    print(
+        f"shipped model dir {size_mb:.1f} MB (target <= 60); load + first answer "
+        f"{load_s:.2f} s (target < 3)"
+    )
     print(f"{'engine':<22}{'batch':>6}{'seq/s':>10}{'vs PyTorch':>12}{'vs fp32 ONNX':>14}")
     for (name, batch), r in results.items():
         base, fp32 = results[("PyTorch fp32", batch)], results[("fp32 ONNX", batch)]

@@ -19,7 +19,7 @@ from service.batching import Overloaded
 from service.classifier import Classifier, TextScore, TranscriptScore
 from service.engine import ScoringEngine
 from service.gate import decide
-from service.observability import BodyLimit, Metrics, RequestContext
+from service.observability import BodyLimit, InFlightLimit, Metrics, RequestContext
 from service.schemas import (
     BatchClassifyResponse,
     ClassifyRequest,
@@ -363,6 +363,7 @@ def create_app(settings: Settings | None = None, classifier: Classifier | None =
         )
 
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(InFlightLimit, limit=settings.max_inflight, metrics=metrics)
     app.add_middleware(RequestContext, metrics=metrics)
     return app
 

@@ -173,3 +173,44 @@ class BodyLimit:
 
 class _TooLarge(Exception):
     pass
+
+
+class InFlightLimit:
+    """ASGI middleware: past `limit` requests in progress on the scoring routes, refuse new
+    ones at once with 503 and Retry-After, so latency stays bounded under overload."""
+
+    def __init__(self, app: ASGIApp, limit: int, metrics: Metrics) -> None:
+        self.app, self.limit, self.metrics = app, limit, metrics
+        self.in_flight = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not str(scope.get("path", "")).startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.limit:
+            self.metrics.shed.inc()
+            body = json.dumps(
+                {
+                    "code": "overloaded",
+                    "message": "the service is at capacity; retry shortly",
+                    "errors": [],
+                }
+            ).encode()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 503,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"retry-after", b"1"),
+                        (b"content-length", str(len(body)).encode()),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1

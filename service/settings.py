@@ -10,7 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.gate import DEFAULT_BLOCKED_REGIONS
 
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "minilm-en"
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "e5-multi"
 
 
 class SettingsError(ValueError):
@@ -48,7 +48,8 @@ class Settings(BaseSettings):
     batch_max_windows: int = Field(64, ge=1, description="Windows per shared model run.")
     batch_max_tokens: int = Field(8192, ge=64, description="Tokens per shared model run.")
     batch_wait_ms: float = Field(2.0, ge=0, le=1000, description="Wait for more work (ms).")
-    queue_max_windows: int = Field(4096, ge=1, description="Queued windows before 503.")
+    queue_max_windows: int = Field(1024, ge=1, description="Queued windows before 503.")
+    max_inflight: int = Field(64, ge=1, description="Scoring requests in progress before 503.")
 
     @model_validator(mode="after")
     def _keys_when_required(self) -> Settings:

@@ -105,13 +105,29 @@ def write_card(out: Path, config: dict[str, Any], metrics: dict[str, Any]) -> No
                 f"| {r['drop']:+.3f} |"
             )
         lines.append("")
+    trim = metrics.get("vocabulary_trimming") or {}
+    if trim:
+        deltas = ", ".join(
+            f"{k} {v:+.3f}" for k, v in trim["by_language_after_minus_before"].items()
+        )
+        lines += [
+            "### Vocabulary trimming (PyTorch, test split, same thresholds)",
+            f"- Tokens: {trim['tokens_before']:,} -> {trim['tokens_after']:,}; test items "
+            f"tokenized exactly as before: {trim['test_items_tokenized_identically']:.1%} (their "
+            f"logits differ by at most {trim['max_logit_diff_on_identical']:.1e}).",
+            f"- Macro-F1 before {trim['macro_f1_before']:.4f}, after {trim['macro_f1_after']:.4f}."
+            f" Per language, after minus before: {deltas}.",
+            "",
+        ]
     ex = metrics["export"]
     lines += [
         "## Export checks",
         "- fp32 ONNX vs PyTorch, largest logit difference: "
         f"{ex['max_logit_diff_fp32_vs_pytorch']:.2e} (limit 1e-3).",
         f"- int8 vs fp32, test items with identical decisions: "
-        f"{ex['int8_fp32_decision_agreement']:.4f} (limit 0.99); macro-F1 int8 "
+        f"{ex['int8_fp32_decision_agreement']:.4f} (this model's export limit "
+        f"{config['training'].get('min_int8_agreement', 0.99):.2f}; project target 0.99); "
+        "macro-F1 int8 "
         f"{ex['int8_macro_f1']:.4f} vs fp32 {ex['fp32_macro_f1']:.4f}.",
         f"- Size on disk: {ex['size_bytes'] / 1e6:.1f} MB.",
         "",

@@ -115,7 +115,7 @@ class TrainConfig:
 def cli(run: Callable[[TrainConfig], object], description: str) -> None:
     """The command line of a training step: --config FILE and --set key=value overrides."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--config", default="training/configs/minilm-en.json")
+    parser.add_argument("--config", default="training/configs/e5-multi.json")
     parser.add_argument("--set", nargs="*", default=[], help="overrides, key=value")
     args = parser.parse_args()
     logging.basicConfig(level="INFO", format="%(asctime)s %(message)s")

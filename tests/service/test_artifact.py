@@ -62,3 +62,8 @@ def test_not_json(shipped_model_dir: Path, tmp_path: Path) -> None:
     (d / "config.json").write_text("{")
     with pytest.raises(ModelDirError, match="not valid JSON"):
         ModelArtifact.load(d)
+
+
+def test_shipped_model_fits_in_60_mb(shipped_model_dir: Path) -> None:
+    size = sum(f.stat().st_size for f in shipped_model_dir.iterdir())
+    assert size <= 60_000_000, size

@@ -131,7 +131,7 @@ def test_context_makes_a_reply_sensitive(client: TestClient) -> None:
     body = {
         "messages": [
             {"role": "user", "content": "My dad was just diagnosed with type 2 diabetes."},
-            {"role": "user", "content": "yes, I have it too"},
+            {"role": "user", "content": "me too, since 2019"},
         ]
     }
     engine = client.app.state.engine  # type: ignore[attr-defined]
@@ -143,3 +143,14 @@ def test_context_makes_a_reply_sensitive(client: TestClient) -> None:
     # read after the turn before it, the reply is health; alone it is not
     assert out["messages"][1]["flags"]["health"] is True
     assert alone["messages"][0]["flags"]["health"] is False
+    # and an unrelated follow-up is not flagged just for following a sensitive message
+    after = client.post(
+        "/v1/classify",
+        json={
+            "messages": [
+                body["messages"][0],
+                {"role": "user", "content": "thanks! now what's the weather tomorrow in Leeds?"},
+            ]
+        },
+    ).json()
+    assert after["messages"][1]["sensitive"] is False

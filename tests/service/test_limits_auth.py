@@ -122,3 +122,11 @@ def test_evidence_names_label_message_and_window(client: TestClient) -> None:
     ev = [e for e in out["transcript"]["evidence"] if e["label"] == "health"]
     assert ev and ev[0]["message_index"] == 1
     assert ev[0]["window"] == out["messages"][1]["windows"] - 1  # the last window holds it
+
+
+def test_refused_key_costs_no_model_time(authed: TestClient) -> None:
+    engine = authed.app.state.engine  # type: ignore[attr-defined]
+    before = engine.batcher.stats.windows
+    for _ in range(5):
+        assert authed.post("/v1/classify", json=BODY).status_code == 401
+    assert engine.batcher.stats.windows == before
