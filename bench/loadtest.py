@@ -150,6 +150,7 @@ def run(model_dir: Path, seconds: float, max_rss_mb: float) -> bool:
             "ST_LOG_LEVEL": "warning",
             "ST_CACHE_ENTRIES": "0",
             "ST_QUEUE_MAX_WINDOWS": "256",
+            "ST_MAX_INFLIGHT": "16",
         }
     )
     proc = subprocess.Popen([sys.executable, "-m", "service", "serve"], env=env)
