@@ -16,6 +16,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from service.classifier import TextEncoder
 from training.config import TrainConfig, resolve
 from training.data import load_splits
 from training.model import MultiLabelClassifier, batch_tensors, make_encoder
@@ -38,7 +39,15 @@ def main() -> None:
     cfg = TrainConfig.load(resolve(args.config))
     model, tok, _ = MultiLabelClassifier.load(cfg.run_dir / "checkpoint")
     torch.set_num_threads(2)
+    # PyTorch reads with the checkpoint's tokenizer, ONNX with the shipped (maybe trimmed) one:
+    # the same texts, each model with its own vocabulary.
     encoder = make_encoder(tok, cfg.max_length, cfg.context_chars, cfg.window_tokens)
+    shipped = TextEncoder(
+        (cfg.model_dir / "tokenizer.json").read_text(encoding="utf-8"),
+        cfg.max_length,
+        cfg.context_chars,
+        cfg.window_tokens,
+    )
     texts = list(load_splits(resolve(cfg.splits_dir))["test"]["text"])[:256]
     pad = int(tok.pad_token_id or 0)
     sessions = {
@@ -53,6 +62,10 @@ def main() -> None:
     for batch in (1, 32):
         inputs = [
             batch_tensors(encoder, texts[i : i + batch], [""] * len(texts[i : i + batch]), pad)
+            for i in range(0, len(texts), batch)
+        ][: max(1, 256 // batch)]
+        onnx_inputs = [
+            batch_tensors(shipped, texts[i : i + batch], [""] * len(texts[i : i + batch]), pad)
             for i in range(0, len(texts), batch)
         ][: max(1, 256 // batch)]
         k = 0
@@ -70,7 +83,7 @@ def main() -> None:
             opts.intra_op_num_threads = 2
             sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
-            def run_onnx(sess: ort.InferenceSession = sess, inputs: list = inputs) -> None:
+            def run_onnx(sess: ort.InferenceSession = sess, inputs: list = onnx_inputs) -> None:
                 nonlocal k
                 ids, mask = inputs[k % len(inputs)]
                 k += 1
