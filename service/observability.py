@@ -119,6 +119,25 @@ class RequestContext:
             )
 
 
+async def send_json(
+    send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    """A whole JSON response, written straight to the ASGI channel."""
+    data = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(data)).encode()),
+                *(headers or []),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": data})
+
+
 class BodyLimit:
     """ASGI middleware: refuse bodies over `limit` bytes with 413 before they are parsed."""
 
@@ -150,25 +169,16 @@ class BodyLimit:
             await self._refuse(send)
 
     async def _refuse(self, send: Send) -> None:
-        body = json.dumps(
+        await send_json(
+            send,
+            413,
             {
                 "code": "body_too_large",
                 "message": f"request body over {self.limit} bytes",
                 "errors": [],
                 "limit": {"name": "max_body_bytes", "value": self.limit},
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
+            },
         )
-        await send({"type": "http.response.body", "body": body})
 
 
 class _TooLarge(Exception):
@@ -189,25 +199,16 @@ class InFlightLimit:
             return
         if self.in_flight >= self.limit:
             self.metrics.shed.inc()
-            body = json.dumps(
+            await send_json(
+                send,
+                503,
                 {
                     "code": "overloaded",
-                    "message": "the service is at capacity; retry shortly",
                     "errors": [],
-                }
-            ).encode()
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 503,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"retry-after", b"1"),
-                        (b"content-length", str(len(body)).encode()),
-                    ],
-                }
+                    "message": "the service is at capacity; retry shortly",
+                },
+                [(b"retry-after", b"1")],
             )
-            await send({"type": "http.response.body", "body": body})
             return
         self.in_flight += 1
         try:
