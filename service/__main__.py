@@ -75,6 +75,28 @@ def score(args: argparse.Namespace) -> int:
         sys.stderr.write(f"\rrows {t.read:,}  {rate:,.0f} rows/s  errors {t.errors:,}")
         sys.stderr.flush()
 
+    if args.engine == "ray":
+        from service.ray_job import score_with_ray
+
+        try:
+            rows = score_with_ray(
+                model_dir,
+                Path(args.input),
+                Path(args.output),
+                args.text_column,
+                args.messages_column,
+                args.actors,
+                args.chunk_rows,
+                args.ray_address,
+            )
+        except (ValueError, OSError) as exc:
+            sys.stderr.write(f"cannot score: {exc}\n")
+            return 2
+        sys.stderr.write(
+            f"rows written {rows:,} to {args.output}/ (Parquet; rows that could "
+            "not be scored carry their reason in `error`)\n"
+        )
+        return 0
     try:
         totals = score_dataset(
             clf,
@@ -111,6 +133,14 @@ def main(argv: list[str] | None = None) -> int:
     sc.add_argument("--chunk-rows", type=int, default=2048, help="rows per chunk")
     sc.add_argument("--resume", action="store_true", help="continue an interrupted run")
     sc.add_argument("--allow-errors", action="store_true", help="exit 0 despite error rows")
+    sc.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local: this machine; ray: Ray Data over an actor pool",
+    )
+    sc.add_argument("--actors", type=int, default=2, help="ray: actors, one model each")
+    sc.add_argument("--ray-address", help="ray: cluster address (default: local or RAY_ADDRESS)")
     sc.set_defaults(func=score)
     args = parser.parse_args(argv)
     code: int = args.func(args)
