@@ -68,7 +68,7 @@ bench: install-dev $(SPLITS)/manifest.json ## HTTP load vs raw engine vs naive s
 	$(BIN)/python bench/engine.py --config $(CONFIG)
 
 loadtest: install-dev ## twice the measured capacity for 60 s: shed fast, stay right, bounded memory
-	$(BIN)/python bench/loadtest.py --model-dir $(MODEL_DIR) --seconds 60
+	$(BIN)/python -m bench.loadtest --model-dir $(MODEL_DIR) --seconds 60
 
 docker: ## build the runtime image (needs a Docker engine)
 	docker build -t sensitive-topics:latest .

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from bench.http_load import free_port
 from service.artifact import ModelArtifact
 from service.classifier import Classifier
 
@@ -47,12 +47,6 @@ class Figures:
     other: int = 0
     wrong: int = 0
     latencies: list[float] = field(default_factory=list)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def peak_rss_mb(pid: int) -> float:

@@ -59,58 +59,52 @@ def serve(_: argparse.Namespace) -> int:
 
 def score(args: argparse.Namespace) -> int:
     """Score a dataset file or folder; rows read = rows written + rows in errors."""
-    from service.artifact import ModelArtifact
     from service.batch import Totals, score_dataset
     from service.classifier import Classifier
     from service.settings import Settings
 
     model_dir = Path(args.model_dir) if args.model_dir else Settings(auth_required=False).model_dir
-    try:
-        clf = Classifier(ModelArtifact.load(model_dir))
-    except ModelDirError as exc:
-        sys.stderr.write(f"cannot score: {exc}\n")
-        return 2
 
     def progress(t: Totals, rate: float) -> None:
         sys.stderr.write(f"\rrows {t.read:,}  {rate:,.0f} rows/s  errors {t.errors:,}")
         sys.stderr.flush()
 
-    if args.engine == "ray":
-        from service.ray_job import score_with_ray
+    source, output = Path(args.input), Path(args.output)
+    try:
+        artifact = ModelArtifact.load(model_dir)
+        if args.engine == "ray":  # each actor loads the model itself
+            from service.ray_job import score_with_ray
 
-        try:
             rows = score_with_ray(
                 model_dir,
-                Path(args.input),
-                Path(args.output),
+                source,
+                output,
                 args.text_column,
                 args.messages_column,
                 args.actors,
                 args.chunk_rows,
                 args.ray_address,
             )
-        except (ValueError, OSError) as exc:
-            sys.stderr.write(f"cannot score: {exc}\n")
-            return 2
+        else:
+            totals = score_dataset(
+                Classifier(artifact),
+                source,
+                output,
+                args.text_column,
+                args.messages_column,
+                args.chunk_rows,
+                args.resume,
+                progress,
+            )
+    except (ModelDirError, ValueError, OSError) as exc:
+        sys.stderr.write(f"\ncannot score: {exc}\n")
+        return 2
+    if args.engine == "ray":
         sys.stderr.write(
             f"rows written {rows:,} to {args.output}/ (Parquet; rows that could "
             "not be scored carry their reason in `error`)\n"
         )
         return 0
-    try:
-        totals = score_dataset(
-            clf,
-            Path(args.input),
-            Path(args.output),
-            args.text_column,
-            args.messages_column,
-            args.chunk_rows,
-            args.resume,
-            progress,
-        )
-    except (ValueError, OSError) as exc:
-        sys.stderr.write(f"\ncannot score: {exc}\n")
-        return 2
     sys.stderr.write(
         f"\nrows read {totals.read:,} = rows written {totals.written:,}"
         f" + rows in errors {totals.errors:,} ({args.output}.errors.jsonl)\n"

@@ -239,7 +239,7 @@ def create_app(settings: Settings | None = None, classifier: Classifier | None =
         if actual > value:
             raise ServiceError(status, "limit_exceeded", f"{name} is {value}", limit=(name, value))
 
-    def check_messages(messages: Sequence[Message], where: str) -> None:
+    def check_messages(messages: Sequence[Message]) -> None:
         bound("max_messages", settings.max_messages, len(messages))
         longest = max((len(m.content) for m in messages), default=0)
         bound("max_message_chars", settings.max_message_chars, longest, 413)
@@ -306,7 +306,7 @@ def create_app(settings: Settings | None = None, classifier: Classifier | None =
         body: ClassifyRequest, engine: EngineDep
     ) -> ClassifyResponse | BatchClassifyResponse:
         if body.messages is not None:
-            check_messages(body.messages, "messages")
+            check_messages(body.messages)
             result = await engine.transcript([m.content for m in body.messages])
             count_flags(result)
             single = _transcript_result(body.messages, result)
@@ -314,7 +314,7 @@ def create_app(settings: Settings | None = None, classifier: Classifier | None =
         transcripts = body.transcripts or []
         bound("max_transcripts", settings.max_transcripts, len(transcripts))
         for t in transcripts:
-            check_messages(t.messages, "transcripts")
+            check_messages(t.messages)
         results = []
         for t in transcripts:
             r = await engine.transcript([m.content for m in t.messages])
@@ -331,7 +331,7 @@ def create_app(settings: Settings | None = None, classifier: Classifier | None =
         responses=ERRORS,
     )
     async def screen(body: ScreenRequest, engine: EngineDep) -> ScreenResponse:
-        check_messages(body.messages, "messages")
+        check_messages(body.messages)
         bound("max_signals", settings.max_signals, len(body.signals))
         for s in body.signals:
             for i in s.source_messages or []:

@@ -161,12 +161,18 @@ class Classifier:
         self, texts: Sequence[str], contexts: Sequence[str] | None = None
     ) -> list[list[list[int]]]:
         """Windows of each text (normalised, read after its normalised context)."""
-        out: list[list[list[int]]] = []
-        for i, text in enumerate(texts):
-            clean = normalize(text)
-            context = normalize(contexts[i]) if contexts else ""
-            out.append(self.windows(clean, context) if clean else [])
-        return out
+        return self.encode_normalized(
+            [normalize(t) for t in texts], [normalize(c) for c in contexts] if contexts else None
+        )
+
+    def encode_normalized(
+        self, texts: Sequence[str], contexts: Sequence[str] | None = None
+    ) -> list[list[list[int]]]:
+        """Windows of texts that are already normalised; an empty text has none."""
+        return [
+            self.windows(t, contexts[i] if contexts else "") if t else []
+            for i, t in enumerate(texts)
+        ]
 
     def combine(self, windows: list[list[list[int]]], probs: FloatArray) -> list[TextScore]:
         """Per-text decisions from the probabilities of all windows, in order."""

@@ -52,7 +52,9 @@ class ScoringEngine:
         results: list[TextScore | None] = [self.cache.get(k) for k in keys]
         todo = [i for i, r in enumerate(results) if r is None]
         if todo:
-            windows = self.classifier.encode_items([clean[i] for i in todo], [ctx[i] for i in todo])
+            windows = self.classifier.encode_normalized(
+                [clean[i] for i in todo], [ctx[i] for i in todo]
+            )
             flat = [w for ws in windows for w in ws]
             probs = (
                 await self.batcher.submit(flat)
