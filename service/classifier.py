@@ -14,7 +14,7 @@ import onnxruntime as ort
 from tokenizers import Encoding, Tokenizer
 
 from service.artifact import ModelArtifact
-from service.text import normalize
+from service.text import deobfuscated, normalize
 
 FloatArray = npt.NDArray[np.float32]
 
@@ -124,8 +124,14 @@ class Classifier:
 
     # -- low level -------------------------------------------------------------------------
     def windows(self, text: str, context: str = "") -> list[list[int]]:
-        """Token ids of each window of a normalised text, special tokens included."""
-        return self.encoder.encode(text, context)
+        """Token ids of each window of a normalised text, special tokens included. A text with
+        digits or symbols inside Latin words ("d1abetes") also gets the windows of its
+        de-obfuscated reading; the text takes its highest window either way."""
+        out = self.encoder.encode(text, context)
+        plain = deobfuscated(text)
+        if plain is not None:
+            out += self.encoder.encode(plain, context)
+        return out
 
     def run(self, sequences: Sequence[Sequence[int]]) -> FloatArray:
         """Probabilities (n, labels) for token sequences, batched by length to save padding."""

@@ -35,3 +35,17 @@ def normalize(text: str) -> str:
     text = _ARABIC_DECORATION.sub("", text)
     text = _MIXED_WORD.sub(_unmask, text)
     return _SPACE.sub(" ", text).strip()
+
+
+# Digits and symbols standing in for letters inside Latin words ("d1abetes", "m0sque",
+# "pr@yer"). Arabizi writes Arabic letters with digits (2 = hamza, 3 = ain, 5 = kha, 7 = ha,
+# 9 = qaf), so only the characters it does not use are read as letters, and the text itself is
+# never rewritten: the scorer reads the de-obfuscated copy as extra windows, next to the text.
+_LEET = str.maketrans("01@$", "oias")
+_LEET_RUN = re.compile(r"(?<=[A-Za-z])[01@$]+(?=[A-Za-z])")
+
+
+def deobfuscated(text: str) -> str | None:
+    """The text with digits and symbols inside Latin words read as letters, or None if none."""
+    out = _LEET_RUN.sub(lambda m: m.group(0).translate(_LEET), text)
+    return out if out != text else None

@@ -72,3 +72,14 @@ def test_lookalike_letters(client: TestClient) -> None:
     # Cyrillic "о" and "с" inside Latin words
     assert flags(client, "We go to \u0441hur\u0441h every Sunday to pray") == {"religion"}
     assert flags(client, "I was diagnosed with diab\u0435tes last m\u043enth") == {"health"}
+
+
+def test_digit_and_symbol_lookalikes(client: TestClient) -> None:
+    r = post(client, one("I was diagnosed with d1abetes last month"))
+    assert r.status_code == 200
+    message = r.json()["messages"][0]
+    assert message["flags"]["health"] is True
+    assert message["windows"] == 2  # the text and its de-obfuscated reading
+    assert flags(client, "We go to the m0sque every Friday to pr@y") == {"religion"}
+    # Arabizi keeps its digits and is read as written
+    assert flags(client, "3ndi sokkar mn sana w ba5od insulin kol yom") == {"health"}

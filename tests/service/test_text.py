@@ -1,6 +1,6 @@
 """Normalisation removes what hides words and keeps what carries meaning."""
 
-from service.text import normalize
+from service.text import deobfuscated, normalize
 
 
 def test_zero_width_and_bidi_removed() -> None:
@@ -28,3 +28,11 @@ def test_lookalike_letters_in_latin_words_are_unmasked() -> None:
 def test_real_cyrillic_and_greek_text_untouched() -> None:
     assert normalize("церковь") == "церковь"
     assert normalize("εκκλησία") == "εκκλησία"
+
+
+def test_digits_inside_latin_words_are_read_as_letters() -> None:
+    assert deobfuscated("I have d1abetes") == "I have diabetes"
+    assert deobfuscated("we go to m0sque and pr@y") == "we go to mosque and pray"
+    # nothing to read: numbers, codes at word edges and non-Latin words stay as they are
+    assert deobfuscated("covid19 in 2020, B12 and 3ndi") is None
+    assert deobfuscated("عندي سكر") is None
