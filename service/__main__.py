@@ -84,6 +84,7 @@ def score(args: argparse.Namespace) -> int:
                 args.actors,
                 args.chunk_rows,
                 args.ray_address,
+                args.cpus_per_actor,
             )
         else:
             totals = score_dataset(
@@ -134,6 +135,13 @@ def main(argv: list[str] | None = None) -> int:
         help="local: this machine; ray: Ray Data over an actor pool",
     )
     sc.add_argument("--actors", type=int, default=2, help="ray: actors, one model each")
+    sc.add_argument(
+        "--cpus-per-actor",
+        type=float,
+        default=1.0,
+        help="ray: CPUs reserved per actor (below 1 on a small machine, so that reading and "
+        "writing tasks still get a CPU)",
+    )
     sc.add_argument("--ray-address", help="ray: cluster address (default: local or RAY_ADDRESS)")
     sc.set_defaults(func=score)
     args = parser.parse_args(argv)

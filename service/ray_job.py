@@ -2,7 +2,8 @@
 
 Each actor loads the model directory once and holds one onnxruntime session; Ray Data reads the
 input, streams batches through the pool with `map_batches`, and writes Parquet. Rows that
-cannot be scored are kept, with their reason in an `error` column and empty scores.
+cannot be scored are kept, with their reason in an `error` column, empty scores and an empty
+text (or messages) value.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class ScoringActor:
         clf = Classifier(ModelArtifact.load(Path(model_dir)), threads=1)
         self.scorer = Scorer(clf, text_column, messages_column)
         self.labels = clf.labels
+        self.column = text_column or messages_column
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()
@@ -36,7 +38,10 @@ class ScoringActor:
             if i in bad:
                 empty = {f"score_{lab}": None for lab in self.labels}
                 empty |= {f"flag_{lab}": None for lab in self.labels}
-                out.append({**row, **empty, "sensitive": None, "error": bad[i]})
+                # the unscorable value may not fit the column's type (a number among
+                # texts): the row keeps its other columns and says why it has no scores
+                kept = {**row, self.column: None} if self.column in row else row
+                out.append({**kept, **empty, "sensitive": None, "error": bad[i]})
             else:
                 out.append({**next(it), "error": None})
         return pa.Table.from_pylist(out)
