@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -72,3 +76,26 @@ def test_no_text_in_logs_metrics_or_errors(
     assert "request" in logged  # the access log did run
     for word in ("tumour", "pancreas", "oncologist"):
         assert word not in logged and word not in metrics
+
+
+def test_no_text_in_the_batch_commands_output_streams_or_errors_file(
+    tmp_path: Path, shipped_model_dir: Path
+) -> None:
+    rows = [
+        {"id": 0, "messages": [{"role": "user", "content": SECRET}]},
+        {"id": 1, "messages": SECRET},  # not a transcript: an error row
+        {"id": 2, "messages": [{"role": "user", "content": 7}, {"content": SECRET}]},
+        {"id": 3},  # the column is missing
+    ]
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out.jsonl"
+    cmd = [sys.executable, "-m", "service", "score", str(src), "--output", str(out)]
+    cmd += ["--messages-column", "messages", "--model-dir", str(shipped_model_dir)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1  # error rows and no --allow-errors
+    errors = (tmp_path / "out.jsonl.errors.jsonl").read_text()
+    assert [json.loads(x)["row"] for x in errors.splitlines()] == [1, 2, 3]
+    assert "rows read 4 = rows written 1 + rows in errors 3" in done.stderr
+    for word in ("tumour", "pancreas", "oncologist"):
+        assert word not in done.stdout and word not in done.stderr and word not in errors
