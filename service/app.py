@@ -61,15 +61,16 @@ class ServiceError(Exception):
         self.limit, self.headers = limit, headers
 
 
-def get_engine(request: Request) -> ScoringEngine:
-    """The app's scoring engine, injected into routes (tests may swap it)."""
+async def get_engine(request: Request) -> ScoringEngine:
+    """The app's scoring engine, injected into routes (tests may swap it). Async, like
+    every dependency here, so that a request costs no thread-pool hop."""
     engine: ScoringEngine | None = getattr(request.app.state, "engine", None)
     if engine is None:
         raise ServiceError(503, "not_ready", "the model is not loaded")
     return engine
 
 
-def check_key(request: Request) -> None:
+async def check_key(request: Request) -> None:
     """Bearer API key, compared in constant time with every accepted key."""
     settings: Settings = request.app.state.settings
     if not settings.auth_required:
@@ -96,7 +97,12 @@ Authorized = Depends(check_key)
 def load_classifier(settings: Settings) -> Classifier:
     """Load the model directory named by the settings; raises ModelDirError if it is broken."""
     artifact = ModelArtifact.load(settings.model_dir)
-    clf = Classifier(artifact, threads=settings.threads, batch_size=settings.batch_size)
+    clf = Classifier(
+        artifact,
+        threads=settings.threads,
+        batch_size=settings.batch_size,
+        batch_cells=settings.batch_cells,
+    )
     clf.score_texts(["warm-up"])  # the model answers before we call ourselves ready
     return clf
 

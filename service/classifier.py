@@ -99,11 +99,13 @@ class Classifier:
         artifact: ModelArtifact,
         threads: int = 0,
         batch_size: int = 32,
+        batch_cells: int = 512,
     ) -> None:
         self.artifact = artifact
         self.labels = artifact.labels
         self.thresholds = np.array([artifact.thresholds[x] for x in self.labels], np.float32)
         self.batch_size = batch_size
+        self.batch_cells = batch_cells
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
@@ -133,12 +135,28 @@ class Classifier:
             out += self.encoder.encode(plain, context)
         return out
 
+    def batches(self, sequences: Sequence[Sequence[int]]) -> list[list[int]]:
+        """Indices of the sequences, sorted by length and cut into model calls of at most
+        `batch_size` rows and `batch_cells` padded tokens (a long window runs with few others,
+        so short ones are not padded to its length and one call stays cache-sized)."""
+        order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+        out: list[list[int]] = []
+        for i in order:
+            width = len(sequences[i])  # the widest so far: the order is ascending
+            if (
+                out
+                and len(out[-1]) < self.batch_size
+                and (len(out[-1]) + 1) * width <= (self.batch_cells)
+            ):
+                out[-1].append(i)
+            else:
+                out.append([i])
+        return out
+
     def run(self, sequences: Sequence[Sequence[int]]) -> FloatArray:
         """Probabilities (n, labels) for token sequences, batched by length to save padding."""
         out = np.zeros((len(sequences), len(self.labels)), np.float32)
-        order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
+        for idx in self.batches(sequences):
             width = max(len(sequences[i]) for i in idx)
             ids = np.full((len(idx), width), self.pad_id, np.int64)
             mask = np.zeros((len(idx), width), np.int64)

@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535, description="Port to listen on.")
     threads: int = Field(0, ge=0, description="onnxruntime intra-op threads; 0 = all cores.")
     batch_size: int = Field(32, ge=1, le=1024, description="Windows per model call.")
+    batch_cells: int = Field(
+        512, ge=1, description="Padded tokens (rows x width) per model call; longer calls split."
+    )
     log_level: str = Field("info", description="Log level of the service.")
     workers: int = Field(1, ge=1, le=64, description="Server processes, each with one model.")
     # -- auth -------------------------------------------------------------------------------

@@ -154,3 +154,25 @@ def test_context_makes_a_reply_sensitive(client: TestClient) -> None:
         },
     ).json()
     assert after["messages"][1]["sensitive"] is False
+
+
+def test_model_calls_are_bounded_in_rows_and_padded_tokens(classifier: Classifier) -> None:
+    rng = np.random.default_rng(0)
+    lengths = [int(x) for x in rng.integers(3, 129, size=300)] + [128] * 5 + [4] * 40
+    seqs = [[5] * n for n in lengths]
+    calls = classifier.batches(seqs)
+    assert sorted(i for c in calls for i in c) == list(range(len(seqs)))  # each once
+    for c in calls:
+        width = max(lengths[i] for i in c)
+        assert len(c) <= classifier.batch_size
+        assert len(c) == 1 or len(c) * width <= classifier.batch_cells
+        assert [lengths[i] for i in c] == sorted(lengths[i] for i in c)
+    # short sequences share calls: far fewer calls than sequences
+    assert len(calls) < len(seqs) / 4
+    # the cut changes nothing but int8 batch effects: one row per call gives the same decisions
+    texts = ["I was diagnosed with diabetes", "Which party should I vote for?", "nice boots"] * 6
+    windows = [w for ws in classifier.encode_items(texts) for w in ws]
+    alone = Classifier(classifier.artifact, batch_size=1)
+    a, b = classifier.run(windows), alone.run(windows)
+    assert np.abs(a - b).max() < 0.02
+    assert ((a >= classifier.thresholds) == (b >= classifier.thresholds)).all()
