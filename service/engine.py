@@ -44,10 +44,12 @@ class ScoringEngine:
     ) -> list[TextScore]:
         """Scores of texts, each read after its context; cached messages cost no model time."""
         clean = [normalize(t) for t in texts]
-        ctx = [
-            normalize(c)[-self.context_chars :] if self.context_chars and c else ""
-            for c in (contexts or [""] * len(texts))
-        ]
+        ctx = [normalize(c) if c else "" for c in (contexts or [""] * len(texts))]
+        return await self._score(clean, ctx)
+
+    async def _score(self, clean: Sequence[str], ctx: Sequence[str]) -> list[TextScore]:
+        """Scores of normalised texts after their normalised contexts."""
+        ctx = [c[-self.context_chars :] if self.context_chars and c else "" for c in ctx]
         keys = [cache_key(self.version, c, t) for t, c in zip(clean, ctx, strict=True)]
         results: list[TextScore | None] = [self.cache.get(k) for k in keys]
         todo = [i for i, r in enumerate(results) if r is None]
@@ -68,5 +70,6 @@ class ScoringEngine:
 
     async def transcript(self, contents: Sequence[str]) -> TranscriptScore:
         """Each message read after the one before it; the transcript is their union."""
-        messages = await self.score(contents, ["", *contents[:-1]])
+        clean = [normalize(t) for t in contents]  # once: each is also the next one's context
+        messages = await self._score(clean, ["", *clean[:-1]])
         return self.classifier.aggregate(messages)
