@@ -10,7 +10,7 @@ SPLITS := training/data/splits
 AUTHORED := $(wildcard training/data/authored/*.jsonl) $(wildcard training/data/reviewed/*.jsonl)
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-dev serve test test-slow lint data train evaluate export score bench loadtest docker clean
+.PHONY: help install install-dev serve test test-slow lint data train evaluate export score bench bench-batch loadtest docker clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -66,6 +66,9 @@ score: install ## score a dataset: make score INPUT=in.parquet OUTPUT=out.parque
 bench: install-dev $(SPLITS)/manifest.json ## HTTP load vs raw engine vs naive server; engine int8/fp32/PyTorch
 	$(BIN)/python bench/http_load.py --model-dir $(MODEL_DIR)
 	$(BIN)/python bench/engine.py --config $(CONFIG)
+
+bench-batch: install-dev ## batch scoring: 100k rows vs the raw engine, peak memory on 1M rows (~40 min)
+	$(BIN)/python -m bench.batch --model-dir $(MODEL_DIR)
 
 loadtest: install-dev ## twice the measured capacity for 60 s: shed fast, stay right, bounded memory
 	$(BIN)/python -m bench.loadtest --model-dir $(MODEL_DIR) --seconds 60
