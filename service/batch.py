@@ -188,10 +188,12 @@ def _assemble(parts: list[Path], output: Path) -> None:
     """Concatenate part files into the output, streaming, then rename into place."""
     tmp = output.with_name(output.name + ".tmp")
     if output.suffix == ".parquet":
-        tables = [t for t in (pq.read_table(p) for p in parts) if t.num_rows]
-        schema = pa.unify_schemas([t.schema for t in tables]) if tables else pa.schema([])
+        # schemas first (footers only), then one part in memory at a time
+        full = [p for p in parts if pq.read_metadata(p).num_rows]
+        schema = pa.unify_schemas([pq.read_schema(p) for p in full]) if full else pa.schema([])
         with pq.ParquetWriter(tmp, schema) as w:
-            for t in tables:
+            for p in full:
+                t = pq.read_table(p)
                 w.write_table(t.cast(schema) if t.schema != schema else t)
     elif output.suffix == ".json":
         with tmp.open("w", encoding="utf-8") as f:
