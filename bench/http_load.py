@@ -61,24 +61,38 @@ def texts_of_realistic_length(n: int) -> list[str]:
     return [f"{base[int(i)]} ({k})" for k, i in enumerate(rng.integers(len(base), size=n))]
 
 
-async def _post(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str, body: bytes
-) -> int:
-    """One HTTP/1.1 keep-alive POST on an open connection; returns the status code."""
-    writer.write(
-        f"POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n".encode()
-        + body
-    )
-    await writer.drain()
-    status = int((await reader.readline()).split()[1])
-    length = 0
-    while (line := await reader.readline()) not in (b"\r\n", b""):
-        name, _, value = line.decode().partition(":")
-        if name.lower() == "content-length":
-            length = int(value)
-    await reader.readexactly(length)
-    return status
+class Connection:
+    """One keep-alive HTTP/1.1 connection over plain asyncio streams (a cheap load generator:
+    it shares the CPU with the server, so it must cost little per request)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, path: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        if self.writer is None or self.writer.is_closing():
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        self.writer.write(
+            f"POST {path} HTTP/1.1\r\nHost: load\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        await self.writer.drain()
+        status = int((await self.reader.readline()).split()[1])
+        headers = {}
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode().partition(":")
+            headers[name.strip().lower()] = value.strip()
+        body_out = await self.reader.readexactly(int(headers.get("content-length", "0")))
+        if headers.get("connection") == "close":
+            self.writer.close()
+        return status, headers, body_out
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
 
 
 async def load(url: str, texts: list[str], concurrency: int, seconds: float) -> dict[str, float]:
@@ -93,7 +107,7 @@ async def load(url: str, texts: list[str], concurrency: int, seconds: float) -> 
 
     async def worker() -> None:
         nonlocal errors
-        reader, writer = await asyncio.open_connection(parsed.host, parsed.port)
+        conn = Connection(parsed.host, int(parsed.port or 80))
         try:
             while time.monotonic() < stop:
                 i = next(counter, None)
@@ -101,11 +115,11 @@ async def load(url: str, texts: list[str], concurrency: int, seconds: float) -> 
                     return
                 body = json.dumps({"messages": [{"role": "user", "content": texts[i]}]})
                 t = time.perf_counter()
-                status = await _post(reader, writer, parsed.path, body.encode())
+                status, _, _ = await conn.post(parsed.path, body.encode())
                 latencies.append(time.perf_counter() - t)
                 errors += status != 200
         finally:
-            writer.close()
+            conn.close()
 
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))

@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from bench.http_load import free_port
+from bench.http_load import Connection, free_port
 from service.artifact import ModelArtifact
 from service.classifier import Classifier
 
@@ -92,40 +92,6 @@ def expected_flags(model_dir: Path) -> dict[str, dict[str, bool]]:
         ):
             out[text] = s.flags
     return out
-
-
-class Connection:
-    """One keep-alive HTTP/1.1 connection over plain asyncio streams (a cheap load generator:
-    it shares the CPU with the server, so it must cost little per request)."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-
-    async def post(self, path: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
-        if self.writer is None or self.writer.is_closing():
-            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        assert self.reader is not None
-        self.writer.write(
-            f"POST {path} HTTP/1.1\r\nHost: load\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n".encode()
-            + body
-        )
-        await self.writer.drain()
-        status = int((await self.reader.readline()).split()[1])
-        headers = {}
-        while (line := await self.reader.readline()) not in (b"\r\n", b""):
-            name, _, value = line.decode().partition(":")
-            headers[name.strip().lower()] = value.strip()
-        body_out = await self.reader.readexactly(int(headers.get("content-length", "0")))
-        if headers.get("connection") == "close":
-            self.writer.close()
-        return status, headers, body_out
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
 
 
 async def one(

@@ -146,7 +146,7 @@ class Classifier:
             if (
                 out
                 and len(out[-1]) < self.batch_size
-                and (len(out[-1]) + 1) * width <= (self.batch_cells)
+                and (len(out[-1]) + 1) * width <= self.batch_cells
             ):
                 out[-1].append(i)
             else:

@@ -134,9 +134,9 @@ def trim_vocabulary(
     tokenizer_json: str,
     cfg: TrainConfig,
     thresholds: dict[str, float],
+    splits: Any,
 ) -> tuple[str, dict[str, Any]]:
     """Trim the vocabulary in place and show, on the test split, what it changes."""
-    splits = load_splits(resolve(cfg.splits_dir))
     train_ds = select(splits["train"], cfg.languages)
     keep = select_ids(
         tokenizer_json, list(train_ds["text"]) + list(train_ds["context"]), cfg.vocab_budget
@@ -180,14 +180,16 @@ def export(cfg: TrainConfig) -> dict[str, Any]:
     model, tok, meta = MultiLabelClassifier.load(run_dir / "checkpoint")
     evaluation = json.loads((run_dir / "evaluation.json").read_text())
     thresholds: dict[str, float] = evaluation["thresholds"]
-    test_ds = select(load_splits(resolve(cfg.splits_dir))["test"], cfg.languages)
+    splits = load_splits(resolve(cfg.splits_dir))  # read once: every step below uses them
+    test_ds = select(splits["test"], cfg.languages)
+    val_ds = select(splits["validation"], cfg.languages)
     texts = list(test_ds["text"])
     contexts = contexts_of(test_ds, cfg)
     pad_id = int(tok.pad_token_id or 0)
     tokenizer_json = tok.backend_tokenizer.to_str()
     trimming: dict[str, Any] = {}
     if cfg.vocab_budget:
-        tokenizer_json, trimming = trim_vocabulary(model, tokenizer_json, cfg, thresholds)
+        tokenizer_json, trimming = trim_vocabulary(model, tokenizer_json, cfg, thresholds, splits)
     encoder = TextEncoder(tokenizer_json, cfg.max_length, cfg.context_chars, cfg.window_tokens)
     inputs = batches(encoder, texts, contexts, pad_id)
 
@@ -205,8 +207,7 @@ def export(cfg: TrainConfig) -> dict[str, Any]:
 
     # Smooth activation outliers into the weights (same fp32 function, far less int8 error),
     # calibrated on validation items, then quantize.
-    val_cal = select(load_splits(resolve(cfg.splits_dir))["validation"], cfg.languages)
-    val_cal = val_cal.shuffle(seed=cfg.seed).select(range(min(256, len(val_cal))))
+    val_cal = val_ds.shuffle(seed=cfg.seed).select(range(min(256, len(val_ds))))
     cal = batches(encoder, list(val_cal["text"]), contexts_of(val_cal, cfg), pad_id)
     smoothed = onnx_dir / "model-fp32-smoothed.onnx"
     changes = smooth(
@@ -261,8 +262,6 @@ def export(cfg: TrainConfig) -> dict[str, Any]:
 
     # Thresholds of what ships: chosen again on validation, by the training rule, from the
     # int8 model's own scores through the service's scoring core (never from the test split).
-    splits = load_splits(resolve(cfg.splits_dir))
-    val_ds = select(splits["validation"], cfg.languages)
     p_val = model_scores(out, list(val_ds["text"]), contexts_of(val_ds, cfg), cfg.labels)
     y_val = multi_hot(list(val_ds["labels"]), cfg.labels)
     config["thresholds"] = choose_thresholds(y_val, p_val, cfg.labels, cfg.min_recall)
@@ -292,7 +291,7 @@ def export(cfg: TrainConfig) -> dict[str, Any]:
                 "max_logit_diff_smoothed_fp32_vs_fp32": smooth_diff,
                 "simulated_int8_error_before": float(np.mean([c.error_before for c in changes])),
                 "simulated_int8_error_after": float(np.mean([c.error_after for c in changes])),
-                "calibration": "256 validation items",
+                "calibration": f"{len(val_cal)} validation items",
             },
             "size_bytes": sum(f.stat().st_size for f in out.iterdir()),
         },
