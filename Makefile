@@ -8,6 +8,7 @@ CONFIG ?= training/configs/e5-multi.json
 MODEL_DIR ?= models/e5-multi
 SPLITS := training/data/splits
 AUTHORED := $(wildcard training/data/authored/*.jsonl) $(wildcard training/data/reviewed/*.jsonl)
+REAL := training/data/real/sources.json $(wildcard training/data/real/*/*.jsonl)
 
 .DEFAULT_GOAL := help
 .PHONY: help install install-dev serve test test-slow lint data train evaluate export score bench bench-batch loadtest docker clean
@@ -46,9 +47,9 @@ lint: install-dev ## ruff on everything, mypy --strict on service/
 	$(BIN)/ruff format --check service training tests bench
 	$(BIN)/mypy service
 
-data: $(SPLITS)/manifest.json ## build grouped train/validation/test Parquet splits
+data: $(SPLITS)/manifest.json ## fetch the pinned real-text packages, build grouped Parquet splits
 
-$(SPLITS)/manifest.json: $(AUTHORED) training/data.py training/sources.py | $(VENV)/.dev
+$(SPLITS)/manifest.json: $(AUTHORED) $(REAL) training/data.py training/sources.py training/realdata.py training/extract.py training/fetch.py | $(VENV)/.dev
 	$(BIN)/python -m training.data --out $(SPLITS)
 
 train: $(SPLITS)/manifest.json ## fine-tune the model of CONFIG (default: multilingual e5)

@@ -57,7 +57,7 @@ def write_card(out: Path, config: dict[str, Any], metrics: dict[str, Any]) -> No
         "Multi-label classifier: does a chat message reveal **"
         + "**, **".join(labels)
         + "**? One sigmoid per label; a label is flagged when its score reaches the label's",
-        "threshold. Labels follow `shared/labeling-guide.md`.",
+        "threshold. Labels follow the project's [labelling guide](../../docs/labeling-guide.md).",
         "",
         "## What it is",
         f"- Base model: `{config['base_model']}`, fine-tuned with mean pooling and a linear head.",

@@ -12,6 +12,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from typing import Any
 
+from training import realcounts
 from training.config import LABELS, resolve
 from training.data import all_records, assign_splits, text_key
 
@@ -170,6 +171,12 @@ def summary(records: list[dict[str, Any]]) -> str:
 
 
 BEGIN, END = "<!-- counts:begin -->", "<!-- counts:end -->"
+REAL_BEGIN, REAL_END = "<!-- real:begin -->", "<!-- real:end -->"
+
+
+def _replace(text: str, begin: str, end: str, block: str) -> str:
+    start, stop = text.index(begin), text.index(end) + len(end)
+    return text[:start] + block + text[stop:]
 
 
 def main() -> None:
@@ -194,12 +201,17 @@ def main() -> None:
             END,
         ]
     )
+    real_fails = realcounts.floor_failures()
+    real_block = "\n\n".join([REAL_BEGIN, realcounts.tables(), REAL_END])
     if args.write_card:
         card = resolve("training/data/README.md")
         text = card.read_text(encoding="utf-8")
-        start, stop = text.index(BEGIN), text.index(END) + len(END)
-        card.write_text(text[:start] + block + text[stop:], encoding="utf-8")
+        text = _replace(text, BEGIN, END, block)
+        card.write_text(_replace(text, REAL_BEGIN, REAL_END, real_block), encoding="utf-8")
     print(block)  # noqa: T201 - a command-line report
+    print(real_block)  # noqa: T201
+    if fails or real_fails:
+        raise SystemExit(f"floors not met: {'; '.join(fails + real_fails)}")
 
 
 if __name__ == "__main__":

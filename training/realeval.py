@@ -1,0 +1,107 @@
+"""A shipped model judged on the held-out real text, through the service's own scoring core.
+
+    python -m training.realeval --model-dir models/e5-multi [--split real_test] [--out f.json]
+
+Each message is scored after the message before it (as the API reads a transcript), at the
+thresholds stored in the model directory. Reports macro-F1, per-label precision/recall/F1,
+the share of not-sensitive items that get a flag, confident errors (score >= 0.9 on the wrong
+side), expected calibration error, and the same by language and by source.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from service.artifact import ModelArtifact
+from service.classifier import Classifier
+from training.config import resolve
+from training.metrics import multi_hot, report
+
+SPLITS_DIR = "training/data/splits"
+
+
+def score(clf: Classifier, rows: list[dict[str, Any]]) -> np.ndarray:
+    res = clf.score_texts([r["text"] for r in rows], [r["context"] for r in rows])
+    return np.array([[s.scores[lab] for lab in clf.labels] for s in res], np.float32)
+
+
+def judge(
+    y: np.ndarray, p: np.ndarray, labels: tuple[str, ...], thr: dict[str, float]
+) -> dict[str, Any]:
+    """Report plus the false-flag rate on not-sensitive items and confident errors."""
+    rep = report(y, p, labels, thr)
+    t = np.array([thr[lab] for lab in labels], np.float32)
+    flagged = (p >= t).any(axis=1)
+    neg = y.sum(axis=1) == 0
+    rep["not_sensitive"] = int(neg.sum())
+    rep["not_sensitive_flagged"] = float(flagged[neg].mean()) if neg.any() else 0.0
+    rep["confident_false_positives"] = int(((p >= 0.9) & (y == 0)).sum())
+    rep["confident_false_negatives"] = int(((p <= 0.1) & (y == 1)).sum())
+    return rep
+
+
+def evaluate(model_dir: Path, split: str, splits_dir: Path) -> dict[str, Any]:
+    clf = Classifier(ModelArtifact.load(model_dir))
+    rows = pq.read_table(splits_dir / f"{split}.parquet").to_pylist()
+    labels = clf.labels
+    y = multi_hot([r["labels"] for r in rows], labels)
+    p = score(clf, rows)
+    thr = clf.artifact.thresholds
+    out: dict[str, Any] = {
+        "model": {"name": clf.artifact.name, "version": clf.artifact.version},
+        "split": split,
+        "thresholds": thr,
+        "all": judge(y, p, labels, thr),
+    }
+    for column in ("lang", "source"):
+        values = np.array([r[column] for r in rows])
+        out[f"by_{column}"] = {
+            str(v): judge(y[values == v], p[values == v], labels, thr) for v in sorted(set(values))
+        }
+    return out
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """Tables for the data card: overall, per language, per source."""
+    labels = list(result["thresholds"])
+
+    def row(name: str, r: dict[str, Any]) -> str:
+        f1 = " | ".join(f"{r['labels'][lab]['f1']:.3f}" for lab in labels)
+        return (
+            f"| {name} | {r['n']} | {r['macro_f1']:.3f} | {f1} | "
+            f"{r['not_sensitive_flagged']:.3f} ({r['not_sensitive']}) | "
+            f"{r['confident_false_positives']} | {r['ece']:.3f} |"
+        )
+
+    head = (
+        f"| slice | n | macro-F1 | {' | '.join(f'F1 {lab}' for lab in labels)} | "
+        "not-sensitive flagged (n) | false positives at >= 0.9 | ECE |\n"
+        "|" + "---|" * (7 + len(labels) - 1)
+    )
+    lines = [head, row("all", result["all"])]
+    lines += [row(f"lang {k}", v) for k, v in result["by_lang"].items()]
+    lines += [row(f"source {k}", v) for k, v in result["by_source"].items()]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model-dir", default="models/e5-multi")
+    parser.add_argument("--split", default="real_test")
+    parser.add_argument("--splits-dir", default=SPLITS_DIR)
+    parser.add_argument("--out", default="")
+    args = parser.parse_args()
+    result = evaluate(resolve(args.model_dir), args.split, resolve(args.splits_dir))
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(markdown(result))  # noqa: T201 - a command-line report
+
+
+if __name__ == "__main__":
+    main()

