@@ -91,7 +91,10 @@ def fetch(src: Source, cache: Path) -> Path | None:
         cmd = client_command(src, dest)
         done = subprocess.run(cmd, cwd=dest, capture_output=True, text=True, check=False)
         if done.returncode != 0 or not path.exists():
-            tail = (done.stderr or done.stdout).strip().splitlines()[-1:]
+            tail = " ".join((done.stderr or done.stdout).strip().splitlines()[-1:])
+            if src.registry == "apt":  # apt needs `apt-get update` (root) once on a new machine
+                log.warning("skipped %s: apt-get download failed (%s)", src.name, tail)
+                return None
             raise RuntimeError(f"fetching {src.name} failed ({' '.join(cmd)}): {tail}")
     got = sha256(path)
     if got != src.sha256:
@@ -144,7 +147,8 @@ def fetch_all(cache: Path | None = None, sources: list[Source] | None = None) ->
     for src in sources if sources is not None else load_sources():
         path = fetch(src, cache)
         if path is None:
-            used[src.name] = {"used": False, "reason": f"no {src.registry} client"}
+            reason = "no apt-get download" if client_available(src) else f"no {src.registry} client"
+            used[src.name] = {"used": False, "reason": reason}
             continue
         unpack(path, cache / "unpacked" / src.name)
         used[src.name] = {

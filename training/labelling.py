@@ -5,7 +5,10 @@
         conversation (its messages in order, each with its key), text included
     python -m training.labelling collect
         reads build/real/labelling/answers/*.jsonl ({"key", "labels", "note"} per item) and
-        merges them into training/data/real/labels/<source>.jsonl, which hold no text
+        merges them into training/data/real/labels/<source>.jsonl, which hold no text; then
+        turns hand translations (build/real/translate/answers-<lang>.jsonl, {"key", "text",
+        "variety"} per message, from the segments of build/real/translate/<lang>.jsonl) into
+        training/data/real/translated/<lang>.jsonl, with the source message's labels
 
 Sheets and answers stay under build/ (never committed): only the labels files are kept.
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 from training.config import LABELS, resolve
@@ -22,6 +26,10 @@ from training.fetch import load_sources
 from training.selection import OUT_DIR, read
 
 SHEETS = "build/real/labelling"
+ADJUDICATED = "zz-adjudicated"  # sorts last among the answers files, so its labels win
+SECOND_READING = "training/data/real/second-reading.jsonl"
+TRANSLATE = "build/real/translate"
+TRANSLATED_DIR = "training/data/real/translated"
 LABELS_DIR = "training/data/real/labels"
 FIELDS = ("source", "version", "key", "lang", "group", "selection", "split", "labels", "note")
 
@@ -121,6 +129,113 @@ def collect() -> dict[str, int]:
     return counts
 
 
+def _answers(path: Path) -> dict[str, dict[str, Any]]:
+    out = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            a = json.loads(line)
+            out[a["key"]] = a
+    return out
+
+
+def collect_second() -> dict[str, int]:
+    """The second reading against the first, with the adjudicated label where they differ:
+    writes the record (training/data/real/second-reading.jsonl) and the corrections (an
+    answers file that `collect` applies last)."""
+    folder = resolve(SHEETS)
+    first: dict[str, dict[str, Any]] = {}
+    for path in sorted((folder / "answers").glob("*.jsonl")):
+        if path.stem != ADJUDICATED:
+            first.update(_answers(path))
+    second: dict[str, dict[str, Any]] = {}
+    for path in sorted((folder / "second").glob("answers-*.jsonl")):
+        second.update(_answers(path))
+    decided = (
+        _answers(folder / "adjudication.jsonl") if (folder / "adjudication.jsonl").exists() else {}
+    )
+    rows, fixes = [], []
+    for key in sorted(second, key=_natural):
+        a, b = sorted(first[key]["labels"]), sorted(second[key]["labels"])
+        final = a
+        if a != b:
+            if key not in decided:
+                raise ValueError(f"{key}: the readings differ and no adjudication is recorded")
+            final = sorted(decided[key]["final"])
+            if final != a:
+                fixes.append(
+                    {"key": key, "labels": final, "note": f"adjudicated: {decided[key]['why']}"}
+                )
+        source, item = key.split("/", 1)
+        rows.append({"source": source, "key": item, "first": a, "second": b, "final": final,
+                     "why": decided[key]["why"] if a != b else ""})  # fmt: skip
+    with resolve(SECOND_READING).open("w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    with (folder / "answers" / f"{ADJUDICATED}.jsonl").open("w", encoding="utf-8") as f:
+        for fix in fixes:
+            f.write(json.dumps(fix, ensure_ascii=False) + "\n")
+    return {"second reading": len(rows), "differ": sum(r["first"] != r["second"] for r in rows),
+            "corrected": len(fixes)}  # fmt: skip
+
+
+def collect_translations() -> dict[str, int]:
+    """Hand translations -> corpus records, one per segment, each message naming its source."""
+    labels = {}
+    for path in sorted(resolve(LABELS_DIR).glob("*.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            labels[f"{row['source']}/{row['key']}"] = row
+    counts = {}
+    for answers in sorted(resolve(TRANSLATE).glob("answers-*.jsonl")):
+        lang = answers.stem.removeprefix("answers-")
+        done = {}
+        for line in answers.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                a = json.loads(line)
+                done[a["key"]] = a
+        records = []
+        sheet = resolve(TRANSLATE) / f"{lang}.jsonl"
+        for n, line in enumerate(sheet.read_text(encoding="utf-8").splitlines(), 1):
+            seg = json.loads(line)
+            msgs = [
+                m for m in seg["messages"] if m["key"] in done and done[m["key"]]["text"].strip()
+            ]
+            if not msgs:
+                continue
+            first = labels[msgs[0]["key"]]
+            if first["split"] != "train":
+                raise ValueError(f"{msgs[0]['key']} is held out: it must not be translated")
+            records.append(
+                {
+                    "id": f"translated-{lang}-{n:04d}",
+                    "group": first["group"],
+                    "lang": lang,
+                    "source": "translated",
+                    "kind": "translated",
+                    "variety": done[msgs[0]["key"]].get("variety") or "",
+                    "template": False,
+                    "translated_from": msgs[0]["key"],
+                    "messages": [
+                        {
+                            "role": "user",
+                            "content": done[m["key"]]["text"].strip(),
+                            "labels": labels[m["key"]]["labels"],
+                            "variety": done[m["key"]].get("variety") or "",
+                            "translated_from": m["key"],
+                        }
+                        for m in msgs
+                    ],
+                }
+            )
+        out = resolve(TRANSLATED_DIR) / f"{lang}.jsonl"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with out.open("w", encoding="utf-8") as f:
+            for r in records:
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        counts[f"translated {lang}"] = sum(len(r["messages"]) for r in records)
+    return counts
+
+
 def _natural(key: str) -> list[Any]:
     return [int(p) if p.isdigit() else p for p in key.replace("/", ":").split(":")]
 
@@ -142,7 +257,8 @@ def main() -> None:
         n = sheet(args.name, args.select, args.sources.split(","), langs, (i, n))
         print(f"{args.name}: {n} items")  # noqa: T201 - a command-line report
     else:
-        print(json.dumps(collect(), indent=1))  # noqa: T201
+        second = collect_second()
+        print(json.dumps({**collect(), **collect_translations(), **second}, indent=1))  # noqa: T201
 
 
 if __name__ == "__main__":

