@@ -67,6 +67,11 @@ class TrainConfig:
     eval_every: int = 0
     # minimum recall each threshold must keep on validation (a guard must not miss much)
     min_recall: float = 0.90
+    # the split that picks the checkpoint and the thresholds: "validation" (authored) or
+    # "real_validation" (held-out real text, when `make data` built it); the other is reported
+    select_on: str = "validation"
+    # times each real (non-authored, non-translated) train example is seen per epoch
+    real_repeat: int = 1
     # trim the vocabulary to this many tokens at export (0 = keep all); see training/vocab.py
     vocab_budget: int = 0
     # the int8 model must take the same decisions as fp32 on at least this share of test items

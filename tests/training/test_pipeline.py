@@ -49,13 +49,13 @@ def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def write_splits(folder: Path) -> None:
     folder.mkdir(parents=True)
-    for split in ("train", "validation", "test"):
+    for split in ("train", "validation", "test", "real_validation", "real_test"):
         rows = [
             {
                 "id": f"{split}-{i}",
                 "group": f"{split}-{i}",
                 "lang": "en",
-                "source": "authored",
+                "source": "chitchat" if split.startswith("real") or i % 2 else "authored",
                 "kind": "test",
                 "text": t,
                 "context": "",
@@ -85,6 +85,8 @@ def test_tiny_model_whole_road(tiny_base: Path, tmp_path: Path) -> None:
         epochs=2,
         max_steps=4,
         min_int8_agreement=0.0,
+        select_on="real_validation",
+        real_repeat=2,
     )
     summary = train(cfg)
     assert summary["steps"] == 4
@@ -93,6 +95,13 @@ def test_tiny_model_whole_road(tiny_base: Path, tmp_path: Path) -> None:
     assert set(evaluation["thresholds"]) == {"health", "religion", "politics"}
     metrics = export(cfg)  # raises if fp32 ONNX differs from PyTorch by more than 1e-3
     assert metrics["export"]["max_logit_diff_fp32_vs_pytorch"] <= 1e-3
+    # chosen on the real validation split; judged on the real test split, in the card too
+    assert evaluation["thresholds_chosen_on"] == "real_validation"
+    best = summary["best"]
+    assert best["select_on"] == "real_validation" and {"real_validation", "validation"} <= set(best)
+    assert metrics["real_test"]["n"] == len(TINY)
+    assert set(metrics["real_test"]["f1"]) == {"health", "religion", "politics"}
+    assert "Real-text test" in (tmp_path / "models/tiny/README.md").read_text()
 
     model_dir = tmp_path / "models/tiny"
     config = json.loads((model_dir / "config.json").read_text())
