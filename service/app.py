@@ -19,6 +19,7 @@ from service.batching import Overloaded
 from service.classifier import Classifier, TextScore, TranscriptScore
 from service.engine import ScoringEngine
 from service.gate import decide
+from service.language import TranscriptLanguages
 from service.observability import BodyLimit, InFlightLimit, Metrics, RequestContext
 from service.schemas import (
     BatchClassifyResponse,
@@ -143,7 +144,10 @@ def _evidence(scores: TextScore, index: int) -> list[Evidence]:
 
 
 def _transcript_result(
-    messages: Sequence[Message], result: TranscriptScore, tid: str | None = None
+    messages: Sequence[Message],
+    result: TranscriptScore,
+    langs: TranscriptLanguages,
+    tid: str | None = None,
 ) -> TranscriptResult:
     out = [
         MessageResult(
@@ -154,12 +158,16 @@ def _transcript_result(
             sensitive=s.sensitive,
             windows=s.windows,
             evidence=_evidence(s, i),
+            language=g.language,
+            language_supported=g.language in langs.supported,
         )
-        for i, (m, s) in enumerate(zip(messages, result.messages, strict=True))
+        for i, (m, s, g) in enumerate(zip(messages, result.messages, langs.messages, strict=True))
     ]
     evidence = [e for m in out for e in m.evidence]
     return TranscriptResult(
         id=tid,
+        language=langs.transcript.language,
+        language_supported=langs.transcript.language in langs.supported,
         messages=out,
         transcript=LabelDecision(
             scores=result.scores, flags=result.flags, sensitive=result.sensitive, evidence=evidence
@@ -298,6 +306,7 @@ def create_app(settings: Settings | None = None, classifier: Classifier | None =
             labels=list(a.labels),
             thresholds=a.thresholds,
             languages=list(a.languages),
+            supported_languages=sorted(a.supported_languages),
             max_length=a.max_length,
         )
 
@@ -313,9 +322,10 @@ def create_app(settings: Settings | None = None, classifier: Classifier | None =
     ) -> ClassifyResponse | BatchClassifyResponse:
         if body.messages is not None:
             check_messages(body.messages)
-            result = await engine.transcript([m.content for m in body.messages])
+            contents = [m.content for m in body.messages]
+            result = await engine.transcript(contents)
             count_flags(result)
-            single = _transcript_result(body.messages, result)
+            single = _transcript_result(body.messages, result, engine.languages(contents))
             return ClassifyResponse(model=model_ref(engine), **single.model_dump())
         transcripts = body.transcripts or []
         bound("max_transcripts", settings.max_transcripts, len(transcripts))
@@ -323,9 +333,10 @@ def create_app(settings: Settings | None = None, classifier: Classifier | None =
             check_messages(t.messages)
         results = []
         for t in transcripts:
-            r = await engine.transcript([m.content for m in t.messages])
+            contents = [m.content for m in t.messages]
+            r = await engine.transcript(contents)
             count_flags(r)
-            results.append(_transcript_result(t.messages, r, t.id))
+            results.append(_transcript_result(t.messages, r, engine.languages(contents), t.id))
         return BatchClassifyResponse(model=model_ref(engine), results=results)
 
     @app.post(
@@ -347,23 +358,31 @@ def create_app(settings: Settings | None = None, classifier: Classifier | None =
                         "invalid_request",
                         f"signals.{s.id}.source_messages: index {i} out of range",
                     )
-        result = await engine.transcript([m.content for m in body.messages])
+        contents = [m.content for m in body.messages]
+        result = await engine.transcript(contents)
+        langs = engine.languages(contents)
+        unsupported = langs.unsupported() if settings.unsupported_language == "block" else []
         signal_scores = await engine.score([s.text for s in body.signals])
         blocked_region = (body.region or "").upper() in regions
         decisions = []
         for s, score in zip(body.signals, signal_scores, strict=True):
-            d = decide(s.id, score, s.source_messages, result, blocked_region)
+            d = decide(s.id, score, s.source_messages, result, blocked_region, unsupported)
             decisions.append(
                 SignalDecision(
                     id=s.id,
                     decision="allowed" if d.allowed else "blocked",
                     reasons=[
-                        Reason(type=r.type, label=r.label, message_index=r.message_index)
+                        Reason(
+                            type=r.type,
+                            label=r.label,
+                            message_index=r.message_index,
+                            language=r.language,
+                        )
                         for r in d.reasons
                     ],
                 )
             )
-        single = _transcript_result(body.messages, result)
+        single = _transcript_result(body.messages, result, langs)
         return ScreenResponse(
             model=model_ref(engine), transcript=single.transcript, decisions=decisions
         )

@@ -29,6 +29,14 @@ class ModelArtifact:
     config: dict[str, Any]
 
     @property
+    def supported_languages(self) -> frozenset[str]:
+        """Languages whose judgement is known to hold: `supported_languages` of the config
+        (from 1.2.0: real-test macro-F1 >= 0.80, written by the export), else the languages
+        the model was trained and tested on (models made before the real test existed)."""
+        listed = self.config.get("supported_languages")
+        return frozenset(str(x) for x in (self.languages if listed is None else listed))
+
+    @property
     def onnx_path(self) -> Path:
         return self.path / "model.onnx"
 

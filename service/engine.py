@@ -9,6 +9,7 @@ import numpy as np
 from service.batching import MicroBatcher
 from service.cache import ScoreCache, cache_key
 from service.classifier import Classifier, TextScore, TranscriptScore
+from service.language import LanguageDetector, TranscriptLanguages
 from service.text import normalize
 
 
@@ -31,6 +32,8 @@ class ScoringEngine:
             classifier.run, max_windows, max_tokens, wait_ms, queue_windows, on_batch
         )
         self.version = f"{classifier.artifact.name}:{classifier.artifact.version}"
+        self.detector = LanguageDetector()
+        self.supported = classifier.artifact.supported_languages
         self.context_chars = classifier.encoder.context_chars
 
     def start(self) -> None:
@@ -67,6 +70,10 @@ class ScoringEngine:
                 results[i] = score
                 self.cache.put(keys[i], score)
         return [r for r in results if r is not None]
+
+    def languages(self, contents: Sequence[str]) -> TranscriptLanguages:
+        """The language of each message and of the transcript (microseconds: no model run)."""
+        return self.detector.transcript([normalize(t) for t in contents], self.supported)
 
     async def transcript(self, contents: Sequence[str]) -> TranscriptScore:
         """Each message read after the one before it; the transcript is their union."""

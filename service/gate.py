@@ -22,9 +22,10 @@ DEFAULT_BLOCKED_REGIONS = (
 class Reason:
     """Why a signal is blocked."""
 
-    type: str  # jurisdiction | signal | source | transcript
+    type: str  # jurisdiction | unsupported_language | signal | source | transcript
     label: str | None = None
     message_index: int | None = None
+    language: str | None = None
 
 
 @dataclass(frozen=True)
@@ -40,11 +41,20 @@ def decide(
     sources: Sequence[int] | None,
     transcript: TranscriptScore,
     region_blocked: bool,
+    unsupported: Sequence[tuple[int, str]] = (),
 ) -> Decision:
-    """Every reason that blocks one signal; allowed only if there is none."""
+    """Every reason that blocks one signal; allowed only if there is none. `unsupported` holds
+    (message index, language) of the messages in a language the model does not support: the
+    guard fails closed where its judgement ends, for a source message or, without sources,
+    for any message of the transcript."""
     reasons: list[Reason] = []
     if region_blocked:
         reasons.append(Reason("jurisdiction"))
+    reasons += [
+        Reason("unsupported_language", message_index=i, language=lang)
+        for i, lang in unsupported
+        if not sources or i in sources
+    ]
     reasons += [Reason("signal", label=lab) for lab, f in signal_score.flags.items() if f]
     if sources:
         for i in sources:

@@ -96,12 +96,21 @@ class MessageResult(LabelDecision):
     index: int = Field(description="Position of the message in the transcript.")
     role: Role
     windows: int = Field(description="How many token windows of the message were scored.")
+    language: str = Field(
+        description="ISO 639-1 code detected for the message (Arabizi reads as ar); a message "
+        "too short or unsure to tell takes the transcript's language; und = unknown."
+    )
+    language_supported: bool = Field(
+        description="Whether the model's judgement is known to hold in that language."
+    )
 
 
 class TranscriptResult(BaseModel):
     """The decision for a transcript as a whole and for each of its messages."""
 
     id: str | None = None
+    language: str = Field(description="Language of the transcript read as a whole.")
+    language_supported: bool
     transcript: LabelDecision
     messages: list[MessageResult]
 
@@ -148,9 +157,10 @@ class ScreenRequest(BaseModel):
 class Reason(BaseModel):
     """One reason a signal is blocked."""
 
-    type: Literal["jurisdiction", "signal", "source", "transcript"]
+    type: Literal["jurisdiction", "unsupported_language", "signal", "source", "transcript"]
     label: str | None = None
     message_index: int | None = None
+    language: str | None = Field(None, description="For unsupported_language: the language.")
 
 
 class SignalDecision(BaseModel):
@@ -176,6 +186,10 @@ class ModelInfo(BaseModel):
     labels: list[str]
     thresholds: dict[str, float]
     languages: list[str]
+    supported_languages: list[str] = Field(
+        description="Languages where its judgement is known to hold; /v1/screen blocks "
+        "signals from other languages unless ST_UNSUPPORTED_LANGUAGE=score."
+    )
     max_length: int
 
 

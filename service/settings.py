@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -45,6 +46,11 @@ class Settings(BaseSettings):
     # -- the gate ---------------------------------------------------------------------------
     blocked_regions: str = Field(
         DEFAULT_BLOCKED_REGIONS, description="Comma-separated ISO 3166-1 alpha-2 codes."
+    )
+    unsupported_language: Literal["block", "score"] = Field(
+        "block",
+        description="A signal whose transcript or source message is in a language the model "
+        "does not support: block it (reason unsupported_language) or score it anyway.",
     )
     # -- throughput -------------------------------------------------------------------------
     cache_entries: int = Field(100_000, ge=0, description="Per-message score cache (LRU).")

@@ -176,6 +176,9 @@ def trim_vocabulary(
     return trimmed_json, result
 
 
+SUPPORTED_MACRO_F1 = 0.80
+
+
 def real_test_summary(result: dict[str, Any]) -> dict[str, Any]:
     """The shipped int8 model on the real test split, in the shape metrics.json keeps."""
 
@@ -183,6 +186,8 @@ def real_test_summary(result: dict[str, Any]) -> dict[str, Any]:
         return {
             "n": r["n"],
             "macro_f1": r["macro_f1"],
+            "macro_f1_present": r["macro_f1_present"],
+            "positives": {lab: int(m["support"]) for lab, m in r["labels"].items()},
             "fpr_unlabelled": r["not_sensitive_flagged"],
         }
 
@@ -326,6 +331,17 @@ def export(cfg: TrainConfig) -> dict[str, Any]:
         metrics["real_test"] = real_test_summary(
             realeval.evaluate(out, "real_test", resolve(cfg.splits_dir))
         )
+        # A language is supported only where its real-test macro-F1 (over the labels it has
+        # positives for) is known and reaches the bar; the service fails closed elsewhere.
+        config["supported_languages"] = sorted(
+            lang
+            for lang, r in metrics["real_test"]["per_language"].items()
+            if r["macro_f1_present"] >= SUPPORTED_MACRO_F1
+        )
+        config["supported_languages_rule"] = (
+            f"real-test macro-F1 (labels with positives) >= {SUPPORTED_MACRO_F1}"
+        )
+        (out / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     write_card(out, config, metrics)
     log.info("wrote %s (test macro-F1 %.4f)", out, metrics["test"]["macro_f1"])

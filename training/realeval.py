@@ -36,6 +36,10 @@ def judge(
 ) -> dict[str, Any]:
     """Report plus the false-flag rate on not-sensitive items and confident errors."""
     rep = report(y, p, labels, thr)
+    present = [m["f1"] for m in rep["labels"].values() if m["support"] > 0]
+    # macro-F1 over the labels that have positives in the slice (a small slice without, say,
+    # any politics item would otherwise count a 0 for it)
+    rep["macro_f1_present"] = float(np.mean(present)) if present else 0.0
     t = np.array([thr[lab] for lab in labels], np.float32)
     flagged = (p >= t).any(axis=1)
     neg = y.sum(axis=1) == 0

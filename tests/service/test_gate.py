@@ -33,7 +33,9 @@ def test_clean_signal_from_clean_source_is_allowed(client: TestClient) -> None:
 def test_sensitive_source_blocks(client: TestClient) -> None:
     out = screen(client, [{"id": "gluco", "text": "kitchen scales", "source_messages": [2]}])
     assert out["gluco"]["decision"] == "blocked"
-    assert {"type": "source", "label": "health", "message_index": 2} in out["gluco"]["reasons"]
+    assert {"type": "source", "label": "health", "message_index": 2, "language": None} in out[
+        "gluco"
+    ]["reasons"]
 
 
 def test_sensitive_signal_text_blocks(client: TestClient) -> None:
@@ -48,7 +50,9 @@ def test_sensitive_signal_text_blocks(client: TestClient) -> None:
             },
         ],
     )
-    assert {"type": "signal", "label": "health", "message_index": None} in out["pumps"]["reasons"]
+    assert {"type": "signal", "label": "health", "message_index": None, "language": None} in out[
+        "pumps"
+    ]["reasons"]
     assert any(
         r["type"] == "signal" and r["label"] == "religion" for r in out["retreat"]["reasons"]
     )
@@ -58,7 +62,7 @@ def test_no_source_and_flagged_transcript_blocks(client: TestClient) -> None:
     out = screen(client, [{"id": "gear", "text": "outdoor gear"}])
     assert out["gear"]["decision"] == "blocked"
     assert out["gear"]["reasons"] == [
-        {"type": "transcript", "label": "health", "message_index": None}
+        {"type": "transcript", "label": "health", "message_index": None, "language": None}
     ]
 
 
@@ -74,7 +78,7 @@ def test_blocked_jurisdiction(client: TestClient) -> None:
         )
         assert out["boots"]["decision"] == "blocked"
         assert out["boots"]["reasons"] == [
-            {"type": "jurisdiction", "label": None, "message_index": None}
+            {"type": "jurisdiction", "label": None, "message_index": None, "language": None}
         ]
 
 

