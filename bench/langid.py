@@ -43,7 +43,7 @@ def fast() -> Callable[[str], str]:
     from service.language import LanguageDetector
 
     det = LanguageDetector()
-    return lambda t: det.detect(t).language
+    return lambda t: det.guess(t).language
 
 
 def lingua(high: bool) -> Callable[[str], str]:
