@@ -16,10 +16,9 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from service.classifier import TextEncoder
 from training.config import TrainConfig, resolve
 from training.data import load_splits
-from training.model import MultiLabelClassifier, batch_tensors, make_encoder
+from training.model import MultiLabelClassifier, batch_tensors, encoder_of, make_encoder
 
 
 def rate(fn: Callable[[], None], n_seqs: int, seconds: float) -> float:
@@ -41,13 +40,8 @@ def main() -> None:
     torch.set_num_threads(2)
     # PyTorch reads with the checkpoint's tokenizer, ONNX with the shipped (maybe trimmed) one:
     # the same texts, each model with its own vocabulary.
-    encoder = make_encoder(tok, cfg.max_length, cfg.context_chars, cfg.window_tokens)
-    shipped = TextEncoder(
-        (cfg.model_dir / "tokenizer.json").read_text(encoding="utf-8"),
-        cfg.max_length,
-        cfg.context_chars,
-        cfg.window_tokens,
-    )
+    encoder = make_encoder(tok, cfg)
+    shipped = encoder_of((cfg.model_dir / "tokenizer.json").read_text(encoding="utf-8"), cfg)
     texts = list(load_splits(resolve(cfg.splits_dir))["test"]["text"])[:256]
     pad = int(tok.pad_token_id or 0)
     sessions = {

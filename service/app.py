@@ -323,7 +323,7 @@ def create_app(settings: Settings | None = None, classifier: Classifier | None =
         if body.messages is not None:
             check_messages(body.messages)
             contents = [m.content for m in body.messages]
-            result = await engine.transcript(contents)
+            result = await engine.transcript(contents, [m.role for m in body.messages])
             count_flags(result)
             single = _transcript_result(body.messages, result, engine.languages(contents))
             return ClassifyResponse(model=model_ref(engine), **single.model_dump())
@@ -334,7 +334,7 @@ def create_app(settings: Settings | None = None, classifier: Classifier | None =
         results = []
         for t in transcripts:
             contents = [m.content for m in t.messages]
-            r = await engine.transcript(contents)
+            r = await engine.transcript(contents, [m.role for m in t.messages])
             count_flags(r)
             results.append(_transcript_result(t.messages, r, engine.languages(contents), t.id))
         return BatchClassifyResponse(model=model_ref(engine), results=results)
@@ -359,7 +359,7 @@ def create_app(settings: Settings | None = None, classifier: Classifier | None =
                         f"signals.{s.id}.source_messages: index {i} out of range",
                     )
         contents = [m.content for m in body.messages]
-        result = await engine.transcript(contents)
+        result = await engine.transcript(contents, [m.role for m in body.messages])
         langs = engine.languages(contents)
         unsupported = langs.unsupported() if settings.unsupported_language == "block" else []
         signal_scores = await engine.score([s.text for s in body.signals])

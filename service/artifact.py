@@ -76,6 +76,11 @@ class ModelArtifact:
             raise ModelDirError(f"{path}/config.json: thresholds must name exactly the labels")
         if not all(0.0 < t < 1.0 for t in thresholds.values()):
             raise ModelDirError(f"{path}/config.json: thresholds must lie in (0, 1)")
+        temps = (config.get("calibration") or {}).get("temperature") or {}
+        if not isinstance(temps, dict) or not all(
+            isinstance(v, (int, float)) and v > 0 for v in temps.values()
+        ):
+            raise ModelDirError(f"{path}/config.json: calibration temperatures must be > 0")
         if artifact.max_length < 8:
             raise ModelDirError(f"{path}/config.json: max_length {artifact.max_length} too small")
         return artifact

@@ -25,6 +25,7 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from service.classifier import Classifier
+from service.text import normalize
 
 FORMATS = (".jsonl", ".json", ".csv", ".parquet")
 Row = dict[str, Any]
@@ -101,8 +102,9 @@ def chunks(paths: list[Path], size: int) -> Iterator[list[Row]]:
         yield from (rows for rows in read_rows(p, size) if rows)
 
 
-def _messages(value: Any) -> list[str]:
-    """Contents of a transcript column, or ValueError saying what is wrong."""
+def _messages(value: Any) -> list[tuple[str, str]]:
+    """(role, content) of each message of a transcript column, or ValueError saying what is
+    wrong."""
     if isinstance(value, str):
         try:
             value = json.loads(value)
@@ -116,7 +118,7 @@ def _messages(value: Any) -> list[str]:
             raise ValueError(f"message {i} has no text content")
         if m.get("role") not in ("user", "assistant", "system"):
             raise ValueError(f"message {i} has an unknown role")
-        out.append(m["content"])
+        out.append((m["role"], m["content"]))
     return out
 
 
@@ -142,7 +144,7 @@ class Scorer:
                         raise ValueError(f"missing column {self.text_column}")
                     if not isinstance(value, str):
                         raise ValueError(f"column {self.text_column} is not text")
-                    items.append((k, [value]))
+                    items.append((k, [("user", value)]))
                 else:
                     assert self.messages_column is not None
                     if self.messages_column not in row:
@@ -150,13 +152,17 @@ class Scorer:
                     items.append((k, _messages(row[self.messages_column])))
             except ValueError as exc:
                 errors.append({"row": n, "reason": str(exc)})
-        flat = [t for _, ts in items for t in ts]
-        contexts = [c for _, ts in items for c in ["", *ts[:-1]]]
+        flat = [normalize(t) for _, ms in items for _, t in ms]
+        contexts = [
+            c
+            for _, ms in items
+            for c in self.clf.transcript_contexts([t for _, t in ms], [r for r, _ in ms])
+        ]
         scores = self.clf.score_texts(flat, contexts) if flat else []
         pos = 0
-        for k, ts in items:
-            result = self.clf.aggregate(scores[pos : pos + len(ts)])
-            pos += len(ts)
+        for k, ms in items:
+            result = self.clf.aggregate(scores[pos : pos + len(ms)])
+            pos += len(ms)
             out = {key: v for key, v in rows[k].items()}
             for lab in self.clf.labels:
                 out[f"score_{lab}"] = result.scores[lab]

@@ -46,8 +46,29 @@ class TranscriptScore:
         return any(self.flags.values())
 
 
+Turn = tuple[str, str]  # (role, normalised text) of one message of a transcript
+
+
+def render_context(turns: Sequence[Turn], context_turns: int, context_chars: int) -> str:
+    """What the model reads before a message, from the turns before it (oldest first).
+
+    A model made with `context_turns` (from 1.2.0) reads that many turns as "role: text",
+    joined by spaces, each cut to its first `context_chars // context_turns` characters (a turn
+    names its subject early; a long assistant reply must not push the user's turn out); the
+    tokenizer then keeps the most recent tokens that fit. An older model reads the last
+    `context_chars` characters of the one message before.
+    """
+    if not context_chars or not turns:
+        return ""
+    if context_turns <= 0:
+        return turns[-1][1][-context_chars:]
+    per_turn = max(16, context_chars // context_turns)
+    lines = [f"{role}: {text[:per_turn]}" for role, text in turns[-context_turns:] if text]
+    return " ".join(lines)
+
+
 class TextEncoder:
-    """Tokenises a text, alone or after the turn before it, into windows of token ids.
+    """Tokenises a text, alone or after the turns before it, into windows of token ids.
 
     Training and serving share this class, so the model sees the same ids in both.
     """
@@ -58,9 +79,11 @@ class TextEncoder:
         max_length: int,
         context_chars: int = 0,
         window_tokens: int = 64,
+        context_turns: int = 0,
     ) -> None:
         self.max_length = max_length
         self.context_chars = context_chars
+        self.context_turns = context_turns
         self.single = Tokenizer.from_str(tokenizer_json)
         self.single.no_padding()
         self.single.enable_truncation(max_length)
@@ -72,7 +95,26 @@ class TextEncoder:
         self.windowed.enable_truncation(window, stride=window // 4)
         self.pair = Tokenizer.from_str(tokenizer_json)
         self.pair.no_padding()
-        self.pair.enable_truncation(max_length, strategy="only_second")
+        # Several turns of context are cut from the left: the most recent ones are kept.
+        self.pair.enable_truncation(
+            max_length, strategy="only_second", direction="left" if context_turns else "right"
+        )
+
+    def context(self, turns: Sequence[Turn]) -> str:
+        """The context this model reads before a message that follows `turns`."""
+        return render_context(turns, self.context_turns, self.context_chars)
+
+    def contexts(self, texts: Sequence[str], roles: Sequence[str] | None = None) -> list[str]:
+        """The context of each message of a transcript (normalised texts; roles default to
+        alternating user and assistant turns, starting with the user)."""
+        who = (
+            list(roles)
+            if roles is not None
+            else [("user", "assistant")[i % 2] for i in range(len(texts))]
+        )
+        turns = list(zip(who, texts, strict=True))
+        keep = max(1, self.context_turns)
+        return [self.context(turns[max(0, i - keep) : i]) for i in range(len(texts))]
 
     def encode(self, text: str, context: str = "") -> list[list[int]]:
         """Windows of a normalised text; a text that fits one window is read with its context."""
@@ -81,7 +123,7 @@ class TextEncoder:
             long = self.windowed.encode(text)
             return [list(long.ids)] + [list(o.ids) for o in long.overflowing]
         if context and self.context_chars and len(enc.ids) + 8 < self.max_length:
-            tail = context[-self.context_chars :]
+            tail = context if self.context_turns else context[-self.context_chars :]
             return [list(self.pair.encode(text, tail).ids)]
         return [list(enc.ids)]
 
@@ -121,8 +163,12 @@ class Classifier:
             artifact.max_length,
             context_chars=int(artifact.config.get("context_chars", 0)),
             window_tokens=int(artifact.config.get("window_tokens", 64)),
+            context_turns=int(artifact.config.get("context_turns", 0)),
         )
         self.pad_id = int(artifact.config.get("pad_token_id", 0))
+        # per-label temperatures fitted on real validation (from 1.2.0): logit / T
+        temps = (artifact.config.get("calibration") or {}).get("temperature") or {}
+        self.temperature = np.array([float(temps.get(x, 1.0)) for x in self.labels], np.float32)
 
     # -- low level -------------------------------------------------------------------------
     def windows(self, text: str, context: str = "") -> list[list[int]]:
@@ -165,7 +211,7 @@ class Classifier:
                 ids[row, : len(seq)] = seq
                 mask[row, : len(seq)] = 1
             logits = self.session.run(["logits"], {"input_ids": ids, "attention_mask": mask})[0]
-            out[idx] = _sigmoid(np.asarray(logits, np.float32))
+            out[idx] = _sigmoid(np.asarray(logits, np.float32) / self.temperature)
         return out
 
     # -- texts and transcripts ---------------------------------------------------------------
@@ -227,6 +273,15 @@ class Classifier:
         flags = {lab: any(m.flags[lab] for m in messages) for lab in self.labels}
         return TranscriptScore(messages=messages, scores=scores, flags=flags)
 
-    def score_transcript(self, contents: Sequence[str]) -> TranscriptScore:
-        """Score each message after the one before it, then the transcript."""
-        return self.aggregate(self.score_texts(contents, ["", *contents[:-1]]))
+    def transcript_contexts(
+        self, contents: Sequence[str], roles: Sequence[str] | None = None
+    ) -> list[str]:
+        """The normalised context each message of a transcript is read after."""
+        return self.encoder.contexts([normalize(t) for t in contents], roles)
+
+    def score_transcript(
+        self, contents: Sequence[str], roles: Sequence[str] | None = None
+    ) -> TranscriptScore:
+        """Score each message after the turns before it, then the transcript."""
+        clean = [normalize(t) for t in contents]
+        return self.aggregate(self.score_texts(clean, self.encoder.contexts(clean, roles)))

@@ -35,6 +35,7 @@ class ScoringEngine:
         self.detector = LanguageDetector()
         self.supported = classifier.artifact.supported_languages
         self.context_chars = classifier.encoder.context_chars
+        self.context_turns = classifier.encoder.context_turns
 
     def start(self) -> None:
         self.batcher.start()
@@ -48,11 +49,12 @@ class ScoringEngine:
         """Scores of texts, each read after its context; cached messages cost no model time."""
         clean = [normalize(t) for t in texts]
         ctx = [normalize(c) if c else "" for c in (contexts or [""] * len(texts))]
+        if not self.context_turns:  # an older model reads the tail of the turn before
+            ctx = [c[-self.context_chars :] if self.context_chars else "" for c in ctx]
         return await self._score(clean, ctx)
 
     async def _score(self, clean: Sequence[str], ctx: Sequence[str]) -> list[TextScore]:
         """Scores of normalised texts after their normalised contexts."""
-        ctx = [c[-self.context_chars :] if self.context_chars and c else "" for c in ctx]
         keys = [cache_key(self.version, c, t) for t, c in zip(clean, ctx, strict=True)]
         results: list[TextScore | None] = [self.cache.get(k) for k in keys]
         todo = [i for i, r in enumerate(results) if r is None]
@@ -75,8 +77,10 @@ class ScoringEngine:
         """The language of each message and of the transcript (microseconds: no model run)."""
         return self.detector.transcript([normalize(t) for t in contents], self.supported)
 
-    async def transcript(self, contents: Sequence[str]) -> TranscriptScore:
-        """Each message read after the one before it; the transcript is their union."""
-        clean = [normalize(t) for t in contents]  # once: each is also the next one's context
-        messages = await self._score(clean, ["", *clean[:-1]])
+    async def transcript(
+        self, contents: Sequence[str], roles: Sequence[str] | None = None
+    ) -> TranscriptScore:
+        """Each message read after the turns before it; the transcript is their union."""
+        clean = [normalize(t) for t in contents]  # once: each is also a later one's context
+        messages = await self._score(clean, self.classifier.encoder.contexts(clean, roles))
         return self.classifier.aggregate(messages)

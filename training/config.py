@@ -41,8 +41,14 @@ class TrainConfig:
     # tokens per window when a text is longer than max_length (short windows keep a sensitive
     # sentence from being diluted by the rest of a long message)
     window_tokens: int = 64
-    # characters of the previous turn read with a message (0 = every message is read alone)
+    # fit one temperature per label on the selection split at export (calibrated scores)
+    calibrate: bool = False
+    # characters of context read with a message (0 = every message is read alone): with
+    # context_turns 0, the tail of the one message before; otherwise the budget shared by the
+    # turns before it
     context_chars: int = 0
+    # turns before a message read with it, as "role: text" (0 = the previous message only)
+    context_turns: int = 0
     # share of single messages given an unrelated context in training, so that context alone
     # never makes a message sensitive
     context_augment: float = 0.3

@@ -8,7 +8,9 @@ real_validation / real_test hold the real text held out for model selection and 
 Every record (single message or transcript) has one schema:
     {"id", "group", "lang", "source", "kind", "variety", "template",
      "messages": [{"role", "content", "labels"}]}
-Each message becomes one example; its context is the message before it in the transcript.
+Each message becomes one example; `context` is the message before it in the transcript and
+`history` the turns before it ([role, text], at most HISTORY_TURNS), from which a model that
+reads several turns builds its context (service.classifier.render_context).
 Splits are made by hashing the group with a fixed seed, so a group never spans two splits.
 """
 
@@ -37,6 +39,7 @@ SPLITS = ("train", "validation", "test")
 ALL_SPLITS = (*SPLITS, *REAL_SPLITS)
 SPLIT_SEED = 20261128
 SPLIT_SHARES = (0.70, 0.15, 0.15)
+HISTORY_TURNS = 4
 
 
 def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
@@ -121,9 +124,12 @@ def examples(records: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     for r in records:
         split = r.get("split") or splits[r["id"]]
         prev = ""
+        history: list[list[str]] = []
         for i, m in enumerate(r["messages"]):
+            turn = [m["role"], normalize(m["content"])]
             if split == "train" and held_out and text_key(m["content"]) in held_out:
                 prev = m["content"]
+                history = [*history, turn][-HISTORY_TURNS:]
                 continue
             yield {
                 "id": f"{r['id']}#{i}" if len(r["messages"]) > 1 else r["id"],
@@ -138,10 +144,12 @@ def examples(records: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
                 "turn": i,
                 "text": normalize(m["content"]),
                 "context": normalize(prev),
+                "history": history,
                 "labels": sorted(m["labels"]),
                 "split": split,
             }
             prev = m["content"]
+            history = [*history, turn][-HISTORY_TURNS:]
 
 
 def inputs_hash() -> str:

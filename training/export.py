@@ -28,7 +28,7 @@ from training.card import write_card
 from training.config import REPO, TrainConfig, cli, resolve
 from training.data import load_splits
 from training.metrics import choose_thresholds, multi_hot, report
-from training.model import MultiLabelClassifier, batch_tensors
+from training.model import MultiLabelClassifier, batch_tensors, encoder_of
 from training.report import full_report, model_scores
 from training.smoothing import smooth
 from training.train import contexts_of, select
@@ -96,6 +96,23 @@ class Batches(list[tuple[torch.Tensor, torch.Tensor]]):
         return out
 
 
+def fit_temperatures(y: np.ndarray, p: np.ndarray, labels: tuple[str, ...]) -> dict[str, float]:
+    """Per label, the temperature T (logit / T) that minimises the log-loss of the scores p
+    against the labels y (a grid over 0.25..8, log-spaced: one parameter, no overfitting)."""
+    eps = 1e-6
+    logits = np.log(np.clip(p, eps, 1 - eps) / np.clip(1 - p, eps, 1 - eps))
+    grid = np.exp(np.linspace(np.log(0.25), np.log(8.0), 121))
+    out = {}
+    for j, lab in enumerate(labels):
+        z, t = logits[:, j], y[:, j]
+        losses = []
+        for temp in grid:
+            q = np.clip(1 / (1 + np.exp(-z / temp)), eps, 1 - eps)
+            losses.append(-np.mean(t * np.log(q) + (1 - t) * np.log(1 - q)))
+        out[lab] = round(float(grid[int(np.argmin(losses))]), 4)
+    return out
+
+
 def batches(encoder: TextEncoder, texts: list[str], contexts: list[str], pad_id: int) -> Batches:
     lengths = [len(encoder.encode(t, c)[0]) for t, c in zip(texts, contexts, strict=True)]
     order = np.argsort(lengths, kind="stable")
@@ -145,11 +162,11 @@ def trim_vocabulary(
     test_ds = select(splits["test"], cfg.languages)
     texts, contexts = list(test_ds["text"]), contexts_of(test_ds, cfg)
     pad_id = int(model.encoder.config.pad_token_id or 0)
-    full = TextEncoder(tokenizer_json, cfg.max_length, cfg.context_chars, cfg.window_tokens)
+    full = encoder_of(tokenizer_json, cfg)
     before = torch_logits(model, batches(full, texts, contexts, pad_id))
     trimmed_json = trim_tokenizer(tokenizer_json, keep)
     trim_model(model, keep)
-    small = TextEncoder(trimmed_json, cfg.max_length, cfg.context_chars, cfg.window_tokens)
+    small = encoder_of(trimmed_json, cfg)
     after = torch_logits(model, batches(small, texts, contexts, pad_id))
     same = np.array(
         [
@@ -220,7 +237,7 @@ def export(cfg: TrainConfig) -> dict[str, Any]:
     trimming: dict[str, Any] = {}
     if cfg.vocab_budget:
         tokenizer_json, trimming = trim_vocabulary(model, tokenizer_json, cfg, thresholds, splits)
-    encoder = TextEncoder(tokenizer_json, cfg.max_length, cfg.context_chars, cfg.window_tokens)
+    encoder = encoder_of(tokenizer_json, cfg)
     inputs = batches(encoder, texts, contexts, pad_id)
 
     onnx_dir = run_dir / "onnx"
@@ -278,6 +295,7 @@ def export(cfg: TrainConfig) -> dict[str, Any]:
         "thresholds": thresholds,
         "max_length": cfg.max_length,
         "context_chars": cfg.context_chars,
+        "context_turns": cfg.context_turns,
         "window_tokens": cfg.window_tokens,
         "pad_token_id": pad_id,
         "vocab_size": int(model.encoder.config.vocab_size),
@@ -292,8 +310,18 @@ def export(cfg: TrainConfig) -> dict[str, Any]:
 
     # Thresholds of what ships: chosen again on the selection split, by the training rule, from
     # the int8 model's own scores through the service's scoring core (never from a test split).
-    p_val = model_scores(out, list(pick_ds["text"]), contexts_of(pick_ds, cfg), cfg.labels)
+    pick_ctx = contexts_of(pick_ds, cfg)
+    p_val = model_scores(out, list(pick_ds["text"]), pick_ctx, cfg.labels)
     y_val = multi_hot(list(pick_ds["labels"]), cfg.labels)
+    if cfg.calibrate:
+        # One temperature per label, fitted on the selection split's int8 scores, so that a
+        # score means about the same share of positives on real text; thresholds are then
+        # chosen on the calibrated scores (the order of scores, hence the F1, is unchanged).
+        temps = fit_temperatures(y_val, p_val, cfg.labels)
+        config["calibration"] = {"temperature": temps, "fitted_on": cfg.select_on}
+        (out / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False))
+        p_val = model_scores(out, list(pick_ds["text"]), pick_ctx, cfg.labels)
+        log.info("temperatures on %s: %s", cfg.select_on, temps)
     config["thresholds"] = choose_thresholds(y_val, p_val, cfg.labels, cfg.min_recall)
     config["thresholds_chosen_on"] = f"{cfg.select_on}, with the shipped int8 model"
     (out / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False))

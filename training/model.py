@@ -10,6 +10,7 @@ from torch import nn
 from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
 from service.classifier import TextEncoder
+from training.config import TrainConfig
 
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -63,12 +64,15 @@ class MultiLabelClassifier(nn.Module):
         return model.eval(), tokenizer, meta
 
 
-def make_encoder(
-    tokenizer: PreTrainedTokenizerBase, max_length: int, context_chars: int, window_tokens: int = 64
-) -> TextEncoder:
+def make_encoder(tokenizer: PreTrainedTokenizerBase, cfg: TrainConfig) -> TextEncoder:
     """The service's own encoder over this tokenizer: training sees what serving sees."""
+    return encoder_of(tokenizer.backend_tokenizer.to_str(), cfg)
+
+
+def encoder_of(tokenizer_json: str, cfg: TrainConfig) -> TextEncoder:
+    """The service's encoder for a tokenizer, set up as the config's model reads text."""
     return TextEncoder(
-        tokenizer.backend_tokenizer.to_str(), max_length, context_chars, window_tokens
+        tokenizer_json, cfg.max_length, cfg.context_chars, cfg.window_tokens, cfg.context_turns
     )
 
 

@@ -2,7 +2,7 @@
 
     python -m training.realeval --model-dir models/e5-multi [--split real_test] [--out f.json]
 
-Each message is scored after the message before it (as the API reads a transcript), at the
+Each message is scored after the turns before it, as the API reads a transcript, at the
 thresholds stored in the model directory. Reports macro-F1, per-label precision/recall/F1,
 the share of not-sensitive items that get a flag, confident errors (score >= 0.9 on the wrong
 side), expected calibration error, and the same by language and by source.
@@ -27,7 +27,11 @@ SPLITS_DIR = "training/data/splits"
 
 
 def score(clf: Classifier, rows: list[dict[str, Any]]) -> np.ndarray:
-    res = clf.score_texts([r["text"] for r in rows], [r["context"] for r in rows])
+    ctx = [
+        clf.encoder.context([(a, b) for a, b in r["history"]]) if "history" in r else r["context"]
+        for r in rows
+    ]
+    res = clf.score_texts([r["text"] for r in rows], ctx)
     return np.array([[s.scores[lab] for lab in clf.labels] for s in res], np.float32)
 
 

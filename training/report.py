@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from service.artifact import ModelArtifact
-from service.classifier import Classifier
+from service.classifier import Classifier, render_context
 from training.baselines import EmpathBaseline
 from training.metrics import choose_thresholds, multi_hot, report
 from training.robustness import PERTURBATIONS, perturb
@@ -26,6 +26,16 @@ def model_scores(
     clf = Classifier(ModelArtifact.load(model_dir), batch_size=64)
     res = clf.score_texts(texts, contexts)
     return np.array([[r.scores.get(lab, 0.0) for lab in labels] for r in res], np.float32)
+
+
+def contexts_for(model_dir: Path, ds: Any) -> list[str]:
+    """The context each item of a split is read after, as this model directory reads context
+    (the turns before it, or the tail of the previous message)."""
+    config = ModelArtifact.load(model_dir).config
+    if "history" not in ds.column_names:
+        return list(ds["context"])
+    turns, chars = int(config.get("context_turns", 0)), int(config.get("context_chars", 0))
+    return [render_context([(r, t) for r, t in h], turns, chars) for h in ds["history"]]
 
 
 def by_language(
@@ -95,7 +105,7 @@ def full_report(
     artifact = ModelArtifact.load(model_dir)
     thresholds = artifact.thresholds
     texts, langs = list(test["text"]), np.array(test["lang"])
-    ctx = list(test["context"])
+    ctx = contexts_for(model_dir, test)
     y = multi_hot(list(test["labels"]), labels)
     p = model_scores(model_dir, texts, ctx, labels)
     out: dict[str, Any] = {
@@ -129,7 +139,7 @@ def full_report(
     for name, d in (compare_dirs or {}).items():
         if (d / "model.onnx").exists():
             other = ModelArtifact.load(d)
-            ps = model_scores(d, texts, ctx, labels)
+            ps = model_scores(d, texts, contexts_for(d, test), labels)
             thr = {lab: other.thresholds.get(lab, 0.5) for lab in labels}
             comparison[name] = {
                 "test": report(y, ps, labels, thr),

@@ -18,6 +18,7 @@ import torch
 from tqdm import tqdm
 from transformers import AutoTokenizer, get_linear_schedule_with_warmup
 
+from service.classifier import render_context
 from training.config import TrainConfig, cli, resolve, resolve_base_model
 from training.data import load_splits, splits_hash
 from training.metrics import choose_thresholds, multi_hot, report
@@ -65,13 +66,21 @@ def length_grouped_batches(
 
 
 def contexts_of(ds: Any, cfg: TrainConfig) -> list[str]:
-    """The previous turn of each example, or nothing when the model reads messages alone."""
-    return list(ds["context"]) if cfg.context_chars else [""] * len(ds)
+    """The context of each example as the service builds it (the turns before it, or the
+    previous message), or nothing when the model reads messages alone."""
+    if not cfg.context_chars:
+        return [""] * len(ds)
+    if not cfg.context_turns:
+        return list(ds["context"])
+    return [
+        render_context([(r, t) for r, t in h], cfg.context_turns, cfg.context_chars)
+        for h in ds["history"]
+    ]
 
 
 def evaluate_split(model: MultiLabelClassifier, tok: Any, ds: Any, cfg: TrainConfig) -> np.ndarray:
     """Probabilities on a split, read exactly as the service reads them."""
-    encoder = make_encoder(tok, cfg.max_length, cfg.context_chars, cfg.window_tokens)
+    encoder = make_encoder(tok, cfg)
     logits = predict_logits(
         model, encoder, list(ds["text"]), contexts_of(ds, cfg), int(tok.pad_token_id or 0)
     )
@@ -94,7 +103,11 @@ def augmented_contexts(
     out = list(contexts)
     for i, (c, lang) in enumerate(zip(contexts, langs, strict=True)):
         if not c and lang in pool and rng.random() < cfg.context_augment:
-            out[i] = pool[lang][int(rng.integers(len(pool[lang])))]
+            other = pool[lang][int(rng.integers(len(pool[lang])))]
+            if cfg.context_turns:  # as a turn of either side
+                role = ("user", "assistant")[int(rng.integers(2))]
+                other = render_context([(role, other)], cfg.context_turns, cfg.context_chars)
+            out[i] = other
     return out
 
 
@@ -161,7 +174,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
     # -- loop ---------------------------------------------------------------------------------
     texts = list(train_ds["text"])
-    encoder = make_encoder(tok, cfg.max_length, cfg.context_chars, cfg.window_tokens)
+    encoder = make_encoder(tok, cfg)
     pad_id = int(tok.pad_token_id or 0)
     best: dict[str, Any] = {"macro_f1": -1.0}
     stale, step, started = 0, 0, time.time()

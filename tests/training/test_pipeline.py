@@ -58,7 +58,8 @@ def write_splits(folder: Path) -> None:
                 "source": "chitchat" if split.startswith("real") or i % 2 else "authored",
                 "kind": "test",
                 "text": t,
-                "context": "",
+                "context": "i was told i have diabetes" if i % 3 == 0 else "",
+                "history": [["user", "i was told i have diabetes"]] if i % 3 == 0 else [],
                 "labels": labs,
             }
             for i, (t, labs) in enumerate(TINY)
@@ -87,6 +88,9 @@ def test_tiny_model_whole_road(tiny_base: Path, tmp_path: Path) -> None:
         min_int8_agreement=0.0,
         select_on="real_validation",
         real_repeat=2,
+        context_chars=120,
+        context_turns=3,
+        calibrate=True,
     )
     summary = train(cfg)
     assert summary["steps"] == 4
@@ -106,6 +110,11 @@ def test_tiny_model_whole_road(tiny_base: Path, tmp_path: Path) -> None:
     model_dir = tmp_path / "models/tiny"
     config = json.loads((model_dir / "config.json").read_text())
     assert config["data_hash"] == "tiny" and config["labels"] == ["health", "religion", "politics"]
+    # reads the turns before a message; one temperature per label, fitted on real validation
+    assert config["context_turns"] == 3
+    temps = config["calibration"]["temperature"]
+    assert set(temps) == {"health", "religion", "politics"} and all(t > 0 for t in temps.values())
+    assert config["calibration"]["fitted_on"] == "real_validation"
     for f in ("model.onnx", "tokenizer.json", "metrics.json", "README.md"):
         assert (model_dir / f).exists(), f
 
