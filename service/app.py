@@ -363,7 +363,7 @@ def create_app(settings: Settings | None = None, classifier: Classifier | None =
         langs = engine.languages(contents)
         unsupported = langs.unsupported() if settings.unsupported_language == "block" else []
         signal_scores = await engine.score([s.text for s in body.signals])
-        blocked_region = (body.region or "").upper() in regions
+        blocked_region = body.region in regions if body.region else settings.region_required
         decisions = []
         for s, score in zip(body.signals, signal_scores, strict=True):
             d = decide(s.id, score, s.source_messages, result, blocked_region, unsupported)

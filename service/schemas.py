@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from service.gate import region_code
 
 Role = Literal["user", "assistant", "system"]
 
@@ -150,8 +152,27 @@ class ScreenRequest(BaseModel):
     messages: list[Message] = Field(min_length=1)
     signals: list[Signal] = Field(min_length=1)
     region: str | None = Field(
-        None, pattern=r"^[A-Za-z]{2}$", description="ISO 3166-1 alpha-2 code of the user."
+        None,
+        min_length=2,
+        max_length=2,
+        description="ISO 3166-1 alpha-2 code of the user's country (`UK` and `EL` are read as "
+        "GB and GR). Without it the signals are blocked (reason `jurisdiction`) unless the "
+        "service runs with `ST_REGION_REQUIRED=false`.",
     )
+
+    @field_validator("region")
+    @classmethod
+    def _iso_region(cls, value: str | None) -> str | None:
+        return None if value is None else region_code(value)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> ScreenRequest:
+        seen: set[str] = set()
+        for i, s in enumerate(self.signals):
+            if s.id in seen:  # the caller would not know which decision is the id's
+                raise ValueError(f"signals[{i}].id repeats an earlier signal's id")
+            seen.add(s.id)
+        return self
 
 
 class Reason(BaseModel):

@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from service.gate import DEFAULT_BLOCKED_REGIONS
+from service.gate import DEFAULT_BLOCKED_REGIONS, region_code
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "e5-multi"
 
@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     blocked_regions: str = Field(
         DEFAULT_BLOCKED_REGIONS, description="Comma-separated ISO 3166-1 alpha-2 codes."
     )
+    region_required: bool = Field(
+        True,
+        description="A screen request without `region` has every signal blocked (reason "
+        "jurisdiction): a guard that cannot tell where the user is must not assume.",
+    )
     unsupported_language: Literal["block", "score"] = Field(
         "block",
         description="A signal whose transcript or source message is in a language the model "
@@ -62,6 +67,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _keys_when_required(self) -> Settings:
+        self.regions()  # a blocked region that is not an ISO code stops the start-up
         if self.auth_required and not self.keys():
             raise SettingsError(
                 "API keys are required: set ST_API_KEYS or ST_API_KEYS_FILE, "
@@ -81,7 +87,17 @@ class Settings(BaseSettings):
         return keys
 
     def regions(self) -> frozenset[str]:
-        return frozenset(r.strip().upper() for r in self.blocked_regions.split(",") if r.strip())
+        """The blocked regions as ISO codes; SettingsError names a code that is not one."""
+        out = set()
+        for r in self.blocked_regions.split(","):
+            if r.strip():
+                try:
+                    out.add(region_code(r))
+                except ValueError:
+                    raise SettingsError(
+                        f"ST_BLOCKED_REGIONS: {r.strip()!r} is not an ISO 3166-1 alpha-2 code"
+                    ) from None
+        return frozenset(out)
 
 
 @lru_cache(maxsize=1)

@@ -41,6 +41,8 @@ class TrainConfig:
     # tokens per window when a text is longer than max_length (short windows keep a sensitive
     # sentence from being diluted by the rest of a long message)
     window_tokens: int = 64
+    # targets pulled towards 0.5 by this much (0 = hard 0/1 targets)
+    label_smoothing: float = 0.0
     # fit one temperature per label on the selection split at export (calibrated scores)
     calibrate: bool = False
     # characters of context read with a message (0 = every message is read alone): with

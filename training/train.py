@@ -225,7 +225,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 encoder, [texts[i] for i in idx], [contexts[i] for i in idx], pad_id
             )
             logits = model(ids, mask)
-            loss = loss_fn(logits, torch.from_numpy(y_train[idx]))
+            target = torch.from_numpy(y_train[idx])
+            if cfg.label_smoothing:  # soft targets: eps/2 and 1 - eps/2 (against over-confidence)
+                target = target * (1 - cfg.label_smoothing) + cfg.label_smoothing / 2
+            loss = loss_fn(logits, target)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from service.settings import DEFAULT_MODEL_DIR
+
 
 def run_serve(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("ST_")}
@@ -39,3 +41,15 @@ def test_truncated_model_stops_start_up(shipped_model_dir: Path, tmp_path: Path)
     r = run_serve({"ST_AUTH_REQUIRED": "false", "ST_MODEL_DIR": str(d)})
     assert r.returncode == 2
     assert "model.onnx" in r.stderr
+
+
+def test_onnxruntime_telemetry_writes_nothing(tmp_path: Path) -> None:
+    """Loading the model through the service leaves nothing under $HOME (no device id)."""
+    code = (
+        "from service.artifact import ModelArtifact; from service.classifier import Classifier; "
+        f"Classifier(ModelArtifact.load(__import__('pathlib').Path({str(DEFAULT_MODEL_DIR)!r})))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
+    env["HOME"] = str(tmp_path)
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120)
+    assert [p.name for p in tmp_path.rglob("*")] == []
