@@ -20,29 +20,46 @@ def serve(_: argparse.Namespace) -> int:
     """Check settings and the model directory, then run uvicorn; a broken one stops start-up."""
     import uvicorn
 
-    from service.settings import get_settings
+    from service.settings import SettingsError, get_settings
 
     configure_logging("info")
     try:
         settings = get_settings()
-    except ValidationError as exc:
-        problems = "; ".join(str(e.get("msg", "")) for e in exc.errors())
+    except (ValidationError, SettingsError) as exc:
+        errs = exc.errors() if isinstance(exc, ValidationError) else [{"msg": str(exc)}]
+        problems = "; ".join(str(e.get("msg", "")) for e in errs)
         log.error("cannot start: invalid settings", extra={"fields": {"reason": problems}})
         return 2
     configure_logging(settings.log_level)
+    from service.app import create_app, load_classifier
+
+    # The model is loaded (and answers once) here, before any server starts, in every worker
+    # mode: a truncated or garbage model.onnx stops the start-up with exit 2, like a bad
+    # config.json. One worker serves this very model; several each load their own.
     try:
-        ModelArtifact.load(settings.model_dir)
+        classifier = load_classifier(settings)
     except ModelDirError as exc:
         log.error("cannot start: model directory", extra={"fields": {"reason": str(exc)}})
         return 2
-    from service.app import create_app
+    except Exception as exc:  # onnxruntime's errors for a broken graph have no common base
+        log.error(
+            "cannot start: model directory",
+            extra={"fields": {"reason": f"cannot load the model ({type(exc).__name__})"}},
+        )
+        return 2
 
     # One process serves directly; several are started by uvicorn's supervisor, each building
     # the app (and loading the model) itself, and replaced if one dies.
     # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal to the handler
     # that was there before it: a no-op one lets the drained process exit 0.
     signal.signal(signal.SIGTERM, lambda *_: None)
-    app: object = create_app(settings) if settings.workers == 1 else "service.app:create_served_app"
+    if settings.workers > 1:
+        del classifier
+    app: object = (
+        create_app(settings, classifier)
+        if settings.workers == 1
+        else "service.app:create_served_app"
+    )
     uvicorn.run(
         app,  # type: ignore[arg-type]
         factory=settings.workers > 1,

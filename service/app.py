@@ -14,13 +14,14 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service.admission import Admission
 from service.artifact import ModelArtifact
 from service.batching import Overloaded
 from service.classifier import Classifier, TextScore, TranscriptScore
-from service.engine import ScoringEngine
+from service.engine import RequestTooLarge, ScoringEngine
 from service.gate import decide
 from service.language import TranscriptLanguages
-from service.observability import BodyLimit, InFlightLimit, Metrics, RequestContext
+from service.observability import Metrics, RequestContext
 from service.schemas import (
     BatchClassifyResponse,
     ClassifyRequest,
@@ -91,7 +92,13 @@ async def check_key(request: Request) -> None:
         )
 
 
+async def get_tenant(request: Request) -> str:
+    """Whose request this is (a digest of its API key, set by admission): scopes the cache."""
+    return str(request.scope.get("state", {}).get("tenant", ""))
+
+
 EngineDep = Annotated[ScoringEngine, Depends(get_engine)]
+TenantDep = Annotated[str, Depends(get_tenant)]
 Authorized = Depends(check_key)
 
 
@@ -128,9 +135,16 @@ def _error(
 
 
 def _describe(err: Any) -> dict[str, str]:
-    # Only the location and the rule: the offending value may be transcript text.
-    loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
-    return {"field": loc or "body", "problem": str(err.get("msg", "invalid"))}
+    """The field's path (`messages[2].content`) and the rule it breaks; never a value the
+    caller sent (it may be transcript text), nor the name of a field it made up."""
+    loc = [p for p in err.get("loc", ()) if p != "body"]
+    problem = str(err.get("msg", "invalid"))
+    if err.get("type") == "extra_forbidden" and loc:
+        loc, problem = loc[:-1], "unknown field (not part of the schema)"
+    path = ""
+    for p in loc:
+        path += f"[{p}]" if isinstance(p, int) else (f".{p}" if path else str(p))
+    return {"field": path or "body", "problem": problem}
 
 
 def _evidence(scores: TextScore, index: int) -> list[Evidence]:
@@ -195,6 +209,7 @@ def create_app(settings: Settings | None = None, classifier: Classifier | None =
             settings.batch_wait_ms,
             settings.queue_max_windows,
             on_batch,
+            settings.max_request_windows,
         )
         engine.start()
         app.state.engine = engine
@@ -238,6 +253,16 @@ def create_app(settings: Settings | None = None, classifier: Classifier | None =
         headers = dict(exc.headers) if exc.headers else None
         code = "invalid_body" if exc.status_code == 400 else "http_error"
         return _error(exc.status_code, code, str(exc.detail), headers=headers)
+
+    @app.exception_handler(RequestTooLarge)
+    async def too_large(_: Request, exc: RequestTooLarge) -> JSONResponse:
+        return _error(
+            413,
+            "limit_exceeded",
+            f"the request needs {exc.windows} token windows; max_request_windows is "
+            f"{exc.limit} (send fewer or shorter messages)",
+            limit=("max_request_windows", exc.limit),
+        )
 
     @app.exception_handler(Overloaded)
     async def overloaded(_: Request, exc: Overloaded) -> JSONResponse:
@@ -318,12 +343,12 @@ def create_app(settings: Settings | None = None, classifier: Classifier | None =
         responses=ERRORS,
     )
     async def classify(
-        body: ClassifyRequest, engine: EngineDep
+        body: ClassifyRequest, engine: EngineDep, tenant: TenantDep
     ) -> ClassifyResponse | BatchClassifyResponse:
         if body.messages is not None:
             check_messages(body.messages)
             contents = [m.content for m in body.messages]
-            result = await engine.transcript(contents, [m.role for m in body.messages])
+            result = await engine.transcript(contents, [m.role for m in body.messages], tenant)
             count_flags(result)
             single = _transcript_result(body.messages, result, engine.languages(contents))
             return ClassifyResponse(model=model_ref(engine), **single.model_dump())
@@ -331,11 +356,15 @@ def create_app(settings: Settings | None = None, classifier: Classifier | None =
         bound("max_transcripts", settings.max_transcripts, len(transcripts))
         for t in transcripts:
             check_messages(t.messages)
+        # every transcript's windows counted as one request, scored in shared model runs
+        scored = await engine.transcripts(
+            [([m.content for m in t.messages], [m.role for m in t.messages]) for t in transcripts],
+            tenant,
+        )
         results = []
-        for t in transcripts:
-            contents = [m.content for m in t.messages]
-            r = await engine.transcript(contents, [m.role for m in t.messages])
+        for t, r in zip(transcripts, scored, strict=True):
             count_flags(r)
+            contents = [m.content for m in t.messages]
             results.append(_transcript_result(t.messages, r, engine.languages(contents), t.id))
         return BatchClassifyResponse(model=model_ref(engine), results=results)
 
@@ -347,22 +376,22 @@ def create_app(settings: Settings | None = None, classifier: Classifier | None =
         dependencies=[Authorized],
         responses=ERRORS,
     )
-    async def screen(body: ScreenRequest, engine: EngineDep) -> ScreenResponse:
+    async def screen(body: ScreenRequest, engine: EngineDep, tenant: TenantDep) -> ScreenResponse:
         check_messages(body.messages)
         bound("max_signals", settings.max_signals, len(body.signals))
-        for s in body.signals:
-            for i in s.source_messages or []:
+        for k, s in enumerate(body.signals):
+            for j, i in enumerate(s.source_messages or []):
                 if not 0 <= i < len(body.messages):
                     raise ServiceError(
                         422,
                         "invalid_request",
-                        f"signals.{s.id}.source_messages: index {i} out of range",
+                        f"signals[{k}].source_messages[{j}]: not the index of a message",
                     )
         contents = [m.content for m in body.messages]
-        result = await engine.transcript(contents, [m.role for m in body.messages])
+        result = await engine.transcript(contents, [m.role for m in body.messages], tenant)
         langs = engine.languages(contents)
         unsupported = langs.unsupported() if settings.unsupported_language == "block" else []
-        signal_scores = await engine.score([s.text for s in body.signals])
+        signal_scores = await engine.score([s.text for s in body.signals], tenant=tenant)
         blocked_region = body.region in regions if body.region else settings.region_required
         decisions = []
         for s, score in zip(body.signals, signal_scores, strict=True):
@@ -387,8 +416,19 @@ def create_app(settings: Settings | None = None, classifier: Classifier | None =
             model=model_ref(engine), transcript=single.transcript, decisions=decisions
         )
 
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
-    app.add_middleware(InFlightLimit, limit=settings.max_inflight, metrics=metrics)
+    app.add_middleware(
+        Admission,
+        keys=app.state.api_keys if settings.auth_required else None,
+        protected=lambda p: (
+            p.startswith("/v1/") or (p == "/metrics" and not settings.metrics_public)
+        ),
+        scoring=lambda p: p.startswith("/v1/"),
+        max_body_bytes=settings.max_body_bytes,
+        body_timeout_s=settings.body_timeout_s,
+        max_inflight=settings.max_inflight,
+        on_shed=metrics.shed.inc,
+        on_gone=metrics.gone.inc,
+    )
     app.add_middleware(RequestContext, metrics=metrics)
     return app
 

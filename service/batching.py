@@ -42,6 +42,7 @@ class BatchStats:
     windows: int = 0
     last_batch: int = 0
     queued_windows: int = 0
+    dropped_windows: int = 0  # queued by callers that had gone, never run
 
 
 class MicroBatcher:
@@ -78,18 +79,51 @@ class MicroBatcher:
             self._task = None
 
     async def submit(self, sequences: list[list[int]]) -> FloatArray:
-        """Probabilities for these windows, computed in a shared run; Overloaded if full."""
+        """Probabilities for these windows, computed in shared runs; Overloaded if full.
+
+        All the windows are counted against the queue at once; more than `max_windows` are
+        queued a run's worth at a time, so that other requests' work interleaves with a big
+        one. A caller that is cancelled (its client has gone) leaves nothing behind: what it
+        queued is dropped before it runs.
+        """
         if not sequences:
             return np.zeros((0, 0), np.float32)
-        if self.stats.queued_windows + len(sequences) > self.queue_windows:
+        n = len(sequences)
+        if self.stats.queued_windows + n > self.queue_windows:
             raise Overloaded
-        future: asyncio.Future[FloatArray] = asyncio.get_running_loop().create_future()
-        self.stats.queued_windows += len(sequences)
-        await self._queue.put(_Job(sequences, future))
-        return await future
+        loop = asyncio.get_running_loop()
+        self.stats.queued_windows += n
+        parts: list[FloatArray] = []
+        pos = 0
+        job: _Job | None = None
+        try:
+            while pos < n:
+                job = _Job(sequences[pos : pos + self.max_windows], loop.create_future())
+                pos += len(job.sequences)
+                self._queue.put_nowait(job)  # from here the worker accounts for its windows
+                parts.append(await job.future)
+                job = None
+        except BaseException:
+            if job is not None and not job.future.done():
+                job.future.cancel()  # the worker drops it when it comes to it
+            self.stats.queued_windows -= n - pos  # the part never queued
+            raise
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    async def _next(self, timeout: float | None = None) -> _Job:
+        """The next job whose caller still waits; cancelled ones are dropped unrun."""
+        while True:
+            if timeout is None:
+                job = await self._queue.get()
+            else:
+                job = await asyncio.wait_for(self._queue.get(), timeout)
+            if not job.future.done():
+                return job
+            self.stats.queued_windows -= len(job.sequences)
+            self.stats.dropped_windows += len(job.sequences)
 
     async def _collect(self) -> list[_Job]:
-        jobs = [await self._queue.get()]
+        jobs = [await self._next()]
         windows, tokens = len(jobs[0].sequences), jobs[0].tokens
         deadline = time.monotonic() + self.wait_s
         while windows < self.max_windows and tokens < self.max_tokens:
@@ -97,7 +131,7 @@ class MicroBatcher:
             if timeout <= 0:
                 break
             try:
-                job = await asyncio.wait_for(self._queue.get(), timeout)
+                job = await self._next(timeout)
             except TimeoutError:
                 break
             jobs.append(job)

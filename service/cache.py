@@ -10,10 +10,12 @@ from typing import Generic, TypeVar
 V = TypeVar("V")
 
 
-def cache_key(model_version: str, context: str, text: str) -> bytes:
-    """A digest of what decides a message's scores: model, the turn before it, the message."""
+def cache_key(model_version: str, tenant: str, context: str, text: str) -> bytes:
+    """A digest of what decides a message's scores (model, the turns before it, the message)
+    and of who may see them (`tenant`: a digest of the caller's API key, so that one key
+    holder cannot learn from timing what another has sent)."""
     h = hashlib.blake2b(digest_size=16)
-    for part in (model_version, context, text):
+    for part in (model_version, tenant, context, text):
         data = part.encode("utf-8", "surrogatepass")
         h.update(len(data).to_bytes(8, "little"))
         h.update(data)

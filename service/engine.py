@@ -1,8 +1,17 @@
-"""The async scoring front shared by the API routes: cache, then shared batched model runs."""
+"""The async scoring front shared by the API routes: cache, then shared batched model runs.
+
+A request is prepared whole before any of it is queued: its texts are normalised, read after
+their turns, looked up in the cache and tokenised into windows in a worker thread (the
+tokenizer releases the GIL), and its windows are counted. A request that can never fit is
+refused (RequestTooLarge) before it costs any model time; one that fits waits for one or a few
+shared model runs.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -11,6 +20,28 @@ from service.cache import ScoreCache, cache_key
 from service.classifier import Classifier, TextScore, TranscriptScore
 from service.language import LanguageDetector, TranscriptLanguages
 from service.text import normalize
+
+
+class RequestTooLarge(Exception):
+    """A request needs more token windows than one request may use: it can never fit."""
+
+    def __init__(self, windows: int, limit: int) -> None:
+        super().__init__(f"{windows} windows over the bound of {limit}")
+        self.windows, self.limit = windows, limit
+
+
+@dataclass
+class _Prepared:
+    """Messages of a request, each with its cached score or the windows still to run."""
+
+    keys: list[bytes]
+    results: list[TextScore | None]
+    todo: list[int]
+    windows: list[list[list[int]]]
+
+    @property
+    def count(self) -> int:
+        return sum(len(w) for w in self.windows)
 
 
 class ScoringEngine:
@@ -25,12 +56,14 @@ class ScoringEngine:
         wait_ms: float = 2.0,
         queue_windows: int = 4096,
         on_batch: Callable[[int, float], None] | None = None,
+        max_request_windows: int | None = None,
     ) -> None:
         self.classifier = classifier
         self.cache: ScoreCache[TextScore] = ScoreCache(cache_entries)
         self.batcher = MicroBatcher(
             classifier.run, max_windows, max_tokens, wait_ms, queue_windows, on_batch
         )
+        self.max_request_windows = min(max_request_windows or queue_windows, queue_windows)
         self.version = f"{classifier.artifact.name}:{classifier.artifact.version}"
         self.detector = LanguageDetector()
         self.supported = classifier.artifact.supported_languages
@@ -43,44 +76,82 @@ class ScoringEngine:
     async def stop(self) -> None:
         await self.batcher.stop()
 
-    async def score(
-        self, texts: Sequence[str], contexts: Sequence[str] | None = None
-    ) -> list[TextScore]:
-        """Scores of texts, each read after its context; cached messages cost no model time."""
+    # -- preparing (in a worker thread: pure CPU, no model) ---------------------------------
+    def _prepare(self, clean: Sequence[str], ctx: Sequence[str], tenant: str) -> _Prepared:
+        keys = [cache_key(self.version, tenant, c, t) for t, c in zip(clean, ctx, strict=True)]
+        results: list[TextScore | None] = [self.cache.get(k) for k in keys]
+        todo = [i for i, r in enumerate(results) if r is None]
+        windows = self.classifier.encode_normalized(
+            [clean[i] for i in todo], [ctx[i] for i in todo]
+        )
+        return _Prepared(keys, results, todo, windows)
+
+    def _prepare_texts(
+        self, texts: Sequence[str], contexts: Sequence[str] | None, tenant: str
+    ) -> _Prepared:
         clean = [normalize(t) for t in texts]
         ctx = [normalize(c) if c else "" for c in (contexts or [""] * len(texts))]
         if not self.context_turns:  # an older model reads the tail of the turn before
             ctx = [c[-self.context_chars :] if self.context_chars else "" for c in ctx]
-        return await self._score(clean, ctx)
+        return self._prepare(clean, ctx, tenant)
 
-    async def _score(self, clean: Sequence[str], ctx: Sequence[str]) -> list[TextScore]:
-        """Scores of normalised texts after their normalised contexts."""
-        keys = [cache_key(self.version, c, t) for t, c in zip(clean, ctx, strict=True)]
-        results: list[TextScore | None] = [self.cache.get(k) for k in keys]
-        todo = [i for i, r in enumerate(results) if r is None]
-        if todo:
-            windows = self.classifier.encode_normalized(
-                [clean[i] for i in todo], [ctx[i] for i in todo]
-            )
-            flat = [w for ws in windows for w in ws]
+    def _prepare_transcripts(
+        self, items: Sequence[tuple[Sequence[str], Sequence[str] | None]], tenant: str
+    ) -> _Prepared:
+        clean: list[str] = []
+        ctx: list[str] = []
+        for contents, roles in items:
+            texts = [normalize(t) for t in contents]  # once: each is also a later one's context
+            clean += texts
+            ctx += self.classifier.encoder.contexts(texts, roles)
+        return self._prepare(clean, ctx, tenant)
+
+    # -- running ------------------------------------------------------------------------------
+    async def _run(self, prep: _Prepared) -> list[TextScore]:
+        if prep.count > self.max_request_windows:
+            raise RequestTooLarge(prep.count, self.max_request_windows)
+        if prep.todo:
+            flat = [w for ws in prep.windows for w in ws]
             probs = (
                 await self.batcher.submit(flat)
                 if flat
                 else np.zeros((0, len(self.classifier.labels)), np.float32)
             )
-            for i, score in zip(todo, self.classifier.combine(windows, probs), strict=True):
-                results[i] = score
-                self.cache.put(keys[i], score)
-        return [r for r in results if r is not None]
+            for i, score in zip(
+                prep.todo, self.classifier.combine(prep.windows, probs), strict=True
+            ):
+                prep.results[i] = score
+                self.cache.put(prep.keys[i], score)
+        return [r for r in prep.results if r is not None]
+
+    async def score(
+        self, texts: Sequence[str], contexts: Sequence[str] | None = None, tenant: str = ""
+    ) -> list[TextScore]:
+        """Scores of texts, each read after its context; cached messages cost no model time.
+        `tenant` scopes the cache (one API key never sees another's cached messages)."""
+        prep = await asyncio.to_thread(self._prepare_texts, texts, contexts, tenant)
+        return await self._run(prep)
+
+    async def transcripts(
+        self, items: Sequence[tuple[Sequence[str], Sequence[str] | None]], tenant: str = ""
+    ) -> list[TranscriptScore]:
+        """Several transcripts (contents, roles) scored together: their windows are counted as
+        one request and share the model runs. Each message is read after the turns before it;
+        a transcript is the union of its messages."""
+        prep = await asyncio.to_thread(self._prepare_transcripts, items, tenant)
+        scores = await self._run(prep)
+        out, pos = [], 0
+        for contents, _ in items:
+            out.append(self.classifier.aggregate(scores[pos : pos + len(contents)]))
+            pos += len(contents)
+        return out
+
+    async def transcript(
+        self, contents: Sequence[str], roles: Sequence[str] | None = None, tenant: str = ""
+    ) -> TranscriptScore:
+        """One transcript: each message read after the turns before it."""
+        return (await self.transcripts([(contents, roles)], tenant))[0]
 
     def languages(self, contents: Sequence[str]) -> TranscriptLanguages:
         """The language of each message and of the transcript (microseconds: no model run)."""
         return self.detector.transcript([normalize(t) for t in contents], self.supported)
-
-    async def transcript(
-        self, contents: Sequence[str], roles: Sequence[str] | None = None
-    ) -> TranscriptScore:
-        """Each message read after the turns before it; the transcript is their union."""
-        clean = [normalize(t) for t in contents]  # once: each is also a later one's context
-        messages = await self._score(clean, self.classifier.encoder.contexts(clean, roles))
-        return self.classifier.aggregate(messages)

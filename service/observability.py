@@ -44,6 +44,9 @@ class Metrics:
         self.cache_misses = Gauge("st_cache_misses", "Message score cache misses", registry=r)
         self.flags = Counter("st_flags", "Flagged messages by label", ["label"], registry=r)
         self.shed = Counter("st_shed", "Requests refused because the queue was full", registry=r)
+        self.gone = Counter(
+            "st_client_gone", "Requests cancelled because the client disconnected", registry=r
+        )
 
 
 class JsonFormatter(logging.Formatter):
@@ -90,17 +93,43 @@ class RequestContext:
         given = headers.get(b"x-request-id", b"").decode("latin-1")
         rid = given if REQUEST_ID.match(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = rid
-        started, status = time.perf_counter(), 500
+        started, status, responded = time.perf_counter(), 500, False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, responded
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, responded = message["status"], True
                 message.setdefault("headers", []).append((b"x-request-id", rid.encode()))
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            # Any failure is the documented JSON error with the request id, logged with the
+            # exception's type only: its message could quote the text being scored.
+            log.error(
+                "unhandled error",
+                extra={"fields": {"request_id": rid, "exception": type(exc).__name__}},
+            )
+            if not responded:
+                data = json.dumps(
+                    {
+                        "code": "internal_error",
+                        "message": f"internal error; quote request id {rid}",
+                        "errors": [],
+                    }
+                ).encode()
+                await send_with_id(
+                    {
+                        "type": "http.response.start",
+                        "status": 500,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"content-length", str(len(data)).encode()),
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": data})
         finally:
             route, took = route_of(scope), time.perf_counter() - started
             self.metrics.requests.labels(route, str(status)).inc()
@@ -117,101 +146,3 @@ class RequestContext:
                     }
                 },
             )
-
-
-async def send_json(
-    send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] | None = None
-) -> None:
-    """A whole JSON response, written straight to the ASGI channel."""
-    data = json.dumps(body).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(data)).encode()),
-                *(headers or []),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": data})
-
-
-class BodyLimit:
-    """ASGI middleware: refuse bodies over `limit` bytes with 413 before they are parsed."""
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope.get("headers", [])).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await self._refuse(send)
-            return
-        seen = 0
-
-        async def counted() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _TooLarge
-            return message
-
-        try:
-            await self.app(scope, counted, send)
-        except _TooLarge:
-            await self._refuse(send)
-
-    async def _refuse(self, send: Send) -> None:
-        await send_json(
-            send,
-            413,
-            {
-                "code": "body_too_large",
-                "message": f"request body over {self.limit} bytes",
-                "errors": [],
-                "limit": {"name": "max_body_bytes", "value": self.limit},
-            },
-        )
-
-
-class _TooLarge(Exception):
-    pass
-
-
-class InFlightLimit:
-    """ASGI middleware: past `limit` requests in progress on the scoring routes, refuse new
-    ones at once with 503 and Retry-After, so latency stays bounded under overload."""
-
-    def __init__(self, app: ASGIApp, limit: int, metrics: Metrics) -> None:
-        self.app, self.limit, self.metrics = app, limit, metrics
-        self.in_flight = 0
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not str(scope.get("path", "")).startswith("/v1/"):
-            await self.app(scope, receive, send)
-            return
-        if self.in_flight >= self.limit:
-            self.metrics.shed.inc()
-            await send_json(
-                send,
-                503,
-                {
-                    "code": "overloaded",
-                    "errors": [],
-                    "message": "the service is at capacity; retry shortly",
-                },
-                [(b"retry-after", b"1")],
-            )
-            return
-        self.in_flight += 1
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            self.in_flight -= 1

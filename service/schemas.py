@@ -2,13 +2,33 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from service.gate import region_code
 
 Role = Literal["user", "assistant", "system"]
+
+
+def _unicode(value: str) -> str:
+    """Text must be valid Unicode: JSON can carry a lone surrogate ("\\ud800"), which no
+    tokenizer can read (a 500 before this check)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("not valid Unicode text (a lone surrogate)") from None
+    return value
+
+
+Text = Annotated[str, AfterValidator(_unicode)]
 
 EXAMPLE_MESSAGES: list[dict[str, Any]] = [
     {"role": "user", "content": "I was diagnosed with type 2 diabetes last month"},
@@ -36,7 +56,7 @@ class Message(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     role: Role = Field(description="Who wrote the message.")
-    content: str = Field(description="The message text.")
+    content: Text = Field(description="The message text.")
 
 
 class TranscriptIn(BaseModel):
@@ -44,7 +64,7 @@ class TranscriptIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    id: str | None = Field(None, max_length=128, description="Echoed back in the result.")
+    id: Text | None = Field(None, max_length=128, description="Echoed back in the result.")
     messages: list[Message] = Field(min_length=1, description="The transcript, oldest first.")
 
 
@@ -135,8 +155,8 @@ class Signal(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    id: str = Field(min_length=1, max_length=128)
-    text: str = Field(min_length=1, max_length=1000, description="The signal, e.g. a topic.")
+    id: Text = Field(min_length=1, max_length=128)
+    text: Text = Field(min_length=1, max_length=1000, description="The signal, e.g. a topic.")
     source_messages: list[int] | None = Field(
         None, max_length=200, description="Indices of the messages it comes from."
     )

@@ -14,6 +14,9 @@ from service.gate import DEFAULT_BLOCKED_REGIONS, region_code
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "e5-multi"
 
 
+MIN_KEY_CHARS = 16
+
+
 class SettingsError(ValueError):
     """The settings cannot run a service."""
 
@@ -43,6 +46,19 @@ class Settings(BaseSettings):
     max_messages: int = Field(200, ge=1, description="Messages per transcript.")
     max_message_chars: int = Field(20_000, ge=1, description="Characters per message.")
     max_signals: int = Field(100, ge=1, description="Signals per screen request.")
+    max_request_windows: int = Field(
+        512,
+        ge=1,
+        description="Token windows (of up to 64 tokens) one request may need, over all its "
+        "messages and transcripts; more is refused with 413 before any model work. A lower "
+        "queue_max_windows lowers it too (a request must fit the queue).",
+    )
+    body_timeout_s: float = Field(
+        10.0, gt=0, le=300, description="Seconds a request body may take to arrive (else 408)."
+    )
+    metrics_public: bool = Field(
+        False, description="Serve /metrics without an API key (when keys are on)."
+    )
     # -- the gate ---------------------------------------------------------------------------
     blocked_regions: str = Field(
         DEFAULT_BLOCKED_REGIONS, description="Comma-separated ISO 3166-1 alpha-2 codes."
@@ -76,14 +92,24 @@ class Settings(BaseSettings):
         return self
 
     def keys(self) -> list[str]:
-        """The accepted API keys, from the variable and the file."""
+        """The accepted API keys, from the variable and the file (one per line; blank lines
+        and `#` comments are ignored, a byte-order mark is stripped). A key shorter than
+        MIN_KEY_CHARS is refused: it could be guessed."""
         keys = [k.strip() for k in self.api_keys.split(",") if k.strip()]
         if self.api_keys_file is not None:
             try:
-                text = self.api_keys_file.read_text(encoding="utf-8")
-            except OSError as exc:
-                raise SettingsError(f"cannot read ST_API_KEYS_FILE: {exc.strerror}") from exc
-            keys += [k.strip() for k in text.splitlines() if k.strip()]
+                text = self.api_keys_file.read_text(encoding="utf-8-sig")
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = getattr(exc, "strerror", None) or "not UTF-8 text"
+                raise SettingsError(f"cannot read ST_API_KEYS_FILE: {reason}") from exc
+            lines = [line.strip() for line in text.splitlines()]
+            keys += [k for k in lines if k and not k.startswith("#")]
+        short = sum(len(k) < MIN_KEY_CHARS for k in keys)
+        if short:
+            raise SettingsError(
+                f"{short} API key(s) shorter than {MIN_KEY_CHARS} characters: use long random "
+                "keys (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+            )
         return keys
 
     def regions(self) -> frozenset[str]:

@@ -16,7 +16,7 @@ from service.settings import DEFAULT_MODEL_DIR, Settings
 app = create_app(
     Settings(
         model_dir=DEFAULT_MODEL_DIR,
-        api_keys="k",
+        api_keys="schemathesis-key-0123",
         max_messages=50,
         max_transcripts=8,
         max_signals=20,
@@ -42,7 +42,7 @@ def live(shipped_model_dir: Path) -> TestClient:
     ],
 )
 def test_no_5xx_and_responses_match_schema(case: schemathesis.Case, live: TestClient) -> None:
-    case.headers = {**(case.headers or {}), "Authorization": "Bearer k"}
+    case.headers = {**(case.headers or {}), "Authorization": "Bearer schemathesis-key-0123"}
     response = case.call(session=live)
     assert response.status_code < 500, response.text
     # Bounds that are settings (messages per transcript...) and cross-field rules (a source

@@ -79,10 +79,10 @@ def test_whitespace_only_message_is_not_sensitive(client: TestClient) -> None:
         ({"messages": []}, "messages"),
         ({}, "body"),
         ({"messages": [{"role": "user", "content": "x"}], "transcripts": []}, "transcripts"),
-        ({"messages": [{"role": "user", "content": 42}]}, "messages.0.content"),
-        ({"messages": [{"role": "pirate", "content": "I have diabetes"}]}, "messages.0.role"),
+        ({"messages": [{"role": "user", "content": 42}]}, "messages[0].content"),
+        ({"messages": [{"role": "pirate", "content": "I have diabetes"}]}, "messages[0].role"),
         ({"messages": "I have diabetes"}, "messages"),
-        ({"messages": [{"role": "user"}]}, "messages.0.content"),
+        ({"messages": [{"role": "user"}]}, "messages[0].content"),
     ],
 )
 def test_invalid_input_is_422_and_names_the_field(

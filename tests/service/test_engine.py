@@ -42,10 +42,11 @@ class CountingRun:
 
 
 def test_cache_key_is_a_digest_not_text() -> None:
-    k = cache_key("m:1", "context words", "I have diabetes")
+    k = cache_key("m:1", "", "context words", "I have diabetes")
     assert isinstance(k, bytes) and len(k) == 16 and b"diabetes" not in k
-    assert k != cache_key("m:2", "context words", "I have diabetes")
-    assert k != cache_key("m:1", "other context", "I have diabetes")
+    assert k != cache_key("m:2", "", "context words", "I have diabetes")
+    assert k != cache_key("m:1", "", "other context", "I have diabetes")
+    assert k != cache_key("m:1", "key-b", "context words", "I have diabetes")  # per API key
 
 
 def test_lru_is_bounded() -> None:
@@ -115,16 +116,39 @@ def test_full_queue_refuses_at_once(classifier: Classifier) -> None:
     assert asyncio.run(go()) == (1, 1)
 
 
-def test_overload_is_503_with_retry_after(shipped_model_dir: Path) -> None:
+def test_a_request_that_can_never_fit_is_413_not_retry(shipped_model_dir: Path) -> None:
+    """Two windows against a queue of one: on an idle server, every time, a 4xx naming the
+    bound (a 503 would tell the client to retry something that can never pass)."""
     settings = Settings(model_dir=shipped_model_dir, auth_required=False, queue_max_windows=1)
     with TestClient(create_app(settings)) as c:
         body = {
             "messages": [{"role": "user", "content": "one"}, {"role": "user", "content": "two"}]
         }
-        r = c.post("/v1/classify", json=body)
-        assert r.status_code == 503
-        assert r.headers["retry-after"] == "1"
-        assert r.json()["code"] == "overloaded"
+        for _ in range(2):
+            r = c.post("/v1/classify", json=body)
+            assert r.status_code == 413
+            assert r.json()["code"] == "limit_exceeded"
+            assert r.json()["limit"] == {"name": "max_request_windows", "value": 1}
+        one = {"messages": [{"role": "user", "content": "one"}]}
+        assert c.post("/v1/classify", json=one).status_code == 200
+
+
+def test_a_batch_counts_all_its_windows(shipped_model_dir: Path) -> None:
+    """Each transcript of a batch fits the bound; together they do not: refused whole, before
+    any model run."""
+    settings = Settings(model_dir=shipped_model_dir, auth_required=False, max_request_windows=4)
+    with TestClient(create_app(settings)) as c:
+        engine = c.app.state.engine  # type: ignore[attr-defined]
+        runs = engine.batcher.stats.runs
+        batch = {
+            "transcripts": [
+                {"messages": [{"role": "user", "content": f"message {i} of {k}"} for i in range(3)]}
+                for k in range(2)
+            ]
+        }
+        r = c.post("/v1/classify", json=batch)
+        assert r.status_code == 413 and r.json()["limit"]["name"] == "max_request_windows"
+        assert engine.batcher.stats.runs == runs
 
 
 def test_context_makes_a_reply_sensitive(client: TestClient) -> None:

@@ -19,10 +19,13 @@ def authed(
     shipped_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[TestClient]:
     keys = tmp_path_factory.mktemp("keys") / "keys.txt"
-    keys.write_text("file-key-1\n\nfile-key-2\n")
+    keys.write_text(
+        "\ufeff# keys of the ad pipeline\nfile-key-1-0123456789\n\n  file-key-2-0123456789  \n",
+        encoding="utf-8",
+    )
     settings = Settings(
         model_dir=shipped_model_dir,
-        api_keys="env-key",
+        api_keys="env-key-0123456789ab",
         api_keys_file=keys,
         max_body_bytes=5_000,
         max_transcripts=3,
@@ -37,7 +40,10 @@ def test_keys_are_required_by_default(shipped_model_dir: Path) -> None:
         Settings(model_dir=shipped_model_dir)
 
 
-@pytest.mark.parametrize("header", [None, "Bearer wrong", "Basic env-key", "Bearer ", "env-key"])
+@pytest.mark.parametrize(
+    "header",
+    [None, "Bearer wrong", "Basic env-key-0123456789ab", "Bearer ", "env-key-0123456789ab"],
+)
 def test_missing_or_wrong_key_is_401(authed: TestClient, header: str | None) -> None:
     headers = {"Authorization": header} if header is not None else {}
     for path, method in (("/v1/classify", "post"), ("/v1/screen", "post"), ("/v1/model", "get")):
@@ -47,7 +53,9 @@ def test_missing_or_wrong_key_is_401(authed: TestClient, header: str | None) -> 
         assert r.headers["www-authenticate"] == "Bearer"
 
 
-@pytest.mark.parametrize("key", ["env-key", "file-key-1", "file-key-2"])
+@pytest.mark.parametrize(
+    "key", ["env-key-0123456789ab", "file-key-1-0123456789", "file-key-2-0123456789"]
+)
 def test_keys_from_env_and_file(authed: TestClient, key: str) -> None:
     r = authed.post("/v1/classify", json=BODY, headers={"Authorization": f"Bearer {key}"})
     assert r.status_code == 200
@@ -60,7 +68,9 @@ def test_health_needs_no_key(authed: TestClient) -> None:
 
 def test_body_over_cap_is_413_before_parsing(authed: TestClient) -> None:
     big = {"messages": [{"role": "user", "content": "a" * 6_000}]}
-    r = authed.post("/v1/classify", json=big, headers={"Authorization": "Bearer env-key"})
+    r = authed.post(
+        "/v1/classify", json=big, headers={"Authorization": "Bearer env-key-0123456789ab"}
+    )
     assert r.status_code == 413
     assert r.json()["limit"] == {"name": "max_body_bytes", "value": 5_000}
     assert "aaaa" not in r.text
@@ -68,14 +78,18 @@ def test_body_over_cap_is_413_before_parsing(authed: TestClient) -> None:
 
 def test_message_over_cap_is_413_naming_the_bound(authed: TestClient) -> None:
     body = {"messages": [{"role": "user", "content": "b " * 1_500}]}
-    r = authed.post("/v1/classify", json=body, headers={"Authorization": "Bearer env-key"})
+    r = authed.post(
+        "/v1/classify", json=body, headers={"Authorization": "Bearer env-key-0123456789ab"}
+    )
     assert r.status_code == 413
     assert r.json()["limit"] == {"name": "max_message_chars", "value": 2_000}
 
 
 def test_too_many_transcripts_is_422(authed: TestClient) -> None:
     body = {"transcripts": [BODY] * 4}
-    r = authed.post("/v1/classify", json=body, headers={"Authorization": "Bearer env-key"})
+    r = authed.post(
+        "/v1/classify", json=body, headers={"Authorization": "Bearer env-key-0123456789ab"}
+    )
     assert r.status_code == 422
     assert r.json()["limit"] == {"name": "max_transcripts", "value": 3}
 
