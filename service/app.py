@@ -259,7 +259,7 @@ def create_app(settings: Settings | None = None, classifier: Classifier | None =
         return _error(
             413,
             "limit_exceeded",
-            f"the request needs {exc.windows} token windows; max_request_windows is "
+            f"the request needs at least {exc.windows} token windows; max_request_windows is "
             f"{exc.limit} (send fewer or shorter messages)",
             limit=("max_request_windows", exc.limit),
         )

@@ -26,7 +26,7 @@ class RequestTooLarge(Exception):
     """A request needs more token windows than one request may use: it can never fit."""
 
     def __init__(self, windows: int, limit: int) -> None:
-        super().__init__(f"{windows} windows over the bound of {limit}")
+        super().__init__(f"at least {windows} windows, over the bound of {limit}")
         self.windows, self.limit = windows, limit
 
 
@@ -81,9 +81,14 @@ class ScoringEngine:
         keys = [cache_key(self.version, tenant, c, t) for t, c in zip(clean, ctx, strict=True)]
         results: list[TextScore | None] = [self.cache.get(k) for k in keys]
         todo = [i for i, r in enumerate(results) if r is None]
-        windows = self.classifier.encode_normalized(
-            [clean[i] for i in todo], [ctx[i] for i in todo]
-        )
+        windows: list[list[list[int]]] = []
+        count = 0
+        for i in todo:  # stops as soon as the bound is passed: a refusal costs no more
+            ws = self.classifier.windows(clean[i], ctx[i]) if clean[i] else []
+            count += len(ws)
+            if count > self.max_request_windows:
+                raise RequestTooLarge(count, self.max_request_windows)
+            windows.append(ws)
         return _Prepared(keys, results, todo, windows)
 
     def _prepare_texts(

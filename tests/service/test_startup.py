@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from service.settings import DEFAULT_MODEL_DIR
 
 
@@ -53,3 +55,23 @@ def test_onnxruntime_telemetry_writes_nothing(tmp_path: Path) -> None:
     env["HOME"] = str(tmp_path)
     subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120)
     assert [p.name for p in tmp_path.rglob("*")] == []
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_garbage_model_stops_start_up_in_every_worker_mode(
+    shipped_model_dir: Path, tmp_path: Path, workers: str
+) -> None:
+    d = tmp_path / "m"
+    d.mkdir()
+    for f in ("config.json", "tokenizer.json"):
+        (d / f).write_bytes((shipped_model_dir / f).read_bytes())
+    (d / "model.onnx").write_bytes((shipped_model_dir / "model.onnx").read_bytes()[:100_000])
+    r = run_serve({"ST_AUTH_REQUIRED": "false", "ST_MODEL_DIR": str(d), "ST_WORKERS": workers})
+    assert r.returncode == 2, r.stderr[-500:]
+    assert "cannot load the model" in r.stderr
+
+
+def test_a_bad_blocked_region_stops_start_up() -> None:
+    r = run_serve({"ST_AUTH_REQUIRED": "false", "ST_BLOCKED_REGIONS": "DE,EU"})
+    assert r.returncode == 2
+    assert "ST_BLOCKED_REGIONS" in r.stderr
