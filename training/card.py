@@ -75,12 +75,86 @@ def _real_test(metrics: dict[str, Any]) -> list[str]:
         "| real test slice | items | macro-F1 | fpr_unlabelled |",
         "|---|---|---|---|",
     ]
+    rows[-2:] = [
+        "| real test slice | items | positives (h/r/p) | macro-F1 | macro-F1, labels present "
+        "| fpr_unlabelled |",
+        "|---|---|---|---|---|---|",
+    ]
     slices = {"model's languages": real["model_languages"]}
     slices.update({f"language {k}": v for k, v in real["per_language"].items()})
     slices.update({f"source {k}": v for k, v in real["per_source"].items()})
     for name, r in slices.items():
-        rows.append(f"| {name} | {r['n']} | {r['macro_f1']:.3f} | {r['fpr_unlabelled']:.3f} |")
+        pos = "/".join(str(r.get("positives", {}).get(lab, "?")) for lab in labels)
+        present = r.get("macro_f1_present", r["macro_f1"])
+        rows.append(
+            f"| {name} | {r['n']} | {pos} | {r['macro_f1']:.3f} | {present:.3f} "
+            f"| {r['fpr_unlabelled']:.3f} |"
+        )
     return [*rows, ""]
+
+
+def _ablations(metrics: dict[str, Any]) -> list[str]:
+    """What each training choice was worth on real validation (and where measured, on the
+    real test), run by run, with what was kept."""
+    table = metrics.get("ablations")
+    if not table:
+        return []
+    rows = [
+        "## What each choice was worth (real validation macro-F1; real test where measured)",
+        "",
+        str(table.get("intro", "")),
+        "",
+        "| run / choice | real validation | real test | fpr_unlabelled (real test) | kept? "
+        "| note |",
+        "|---|---|---|---|---|---|",
+    ]
+
+    def cell(x: Any) -> str:
+        return f"{x:.3f}" if isinstance(x, float) else ("n/a" if x is None else str(x))
+
+    for r in table["rows"]:
+        rows.append(
+            f"| {r['choice']} | {cell(r.get('real_validation'))} | {cell(r.get('real_test'))} "
+            f"| {cell(r.get('fpr_unlabelled'))} | {r.get('kept', '')} | {r.get('note', '')} |"
+        )
+    not_tried = table.get("not_tried") or []
+    if not_tried:
+        rows += ["", "Not tried yet: " + "; ".join(not_tried) + "."]
+    return [*rows, ""]
+
+
+def _reading(config: dict[str, Any], metrics: dict[str, Any]) -> list[str]:
+    """How the model reads a transcript, how its scores are calibrated, where it is supported."""
+    out = ["## How it reads a transcript, calibration, supported languages", ""]
+    turns = int(config.get("context_turns", 0))
+    if turns:
+        out.append(
+            f"- Each message is read after the {turns} turns before it, as `role: text` (each "
+            f"cut to {config['context_chars'] // turns} characters; the most recent tokens kept "
+            f"within {config['max_length']} tokens)."
+        )
+    elif config.get("context_chars"):
+        out.append(
+            f"- Each message is read after the last {config['context_chars']} characters of the "
+            "message before it."
+        )
+    cal = (config.get("calibration") or {}).get("temperature")
+    if cal:
+        temps = ", ".join(f"{k} {v:.2f}" for k, v in cal.items())
+        ece = (metrics.get("real_test") or {}).get("ece")
+        out.append(
+            f"- Scores are calibrated with one temperature per label ({temps}), fitted on "
+            f"{config['calibration'].get('fitted_on', 'validation')}"
+            + (f"; expected calibration error on the real test: {ece:.3f}." if ece else ".")
+        )
+    if "supported_languages" in config:
+        listed = ", ".join(config["supported_languages"]) or "none"
+        out.append(
+            f"- Supported languages ({config.get('supported_languages_rule', '')}): {listed}. "
+            "The service blocks signals from other languages unless told to score them "
+            "(`ST_UNSUPPORTED_LANGUAGE=score`)."
+        )
+    return [*out, ""]
 
 
 def write_card(out: Path, config: dict[str, Any], metrics: dict[str, Any]) -> None:
@@ -134,6 +208,8 @@ def write_card(out: Path, config: dict[str, Any], metrics: dict[str, Any]) -> No
         "",
     ]
     lines += _real_test(metrics)
+    lines += _reading(config, metrics)
+    lines += _ablations(metrics)
     if metrics.get("robustness"):
         lines += [
             "### Robustness (test split perturbed; scored through the service's normalisation)",

@@ -41,6 +41,9 @@ class TrainConfig:
     # tokens per window when a text is longer than max_length (short windows keep a sensitive
     # sentence from being diluted by the rest of a long message)
     window_tokens: int = 64
+    # a JSON file of what each training choice was worth on real validation (rows of the
+    # model card's ablation table, kept with the recipe), or "" for none
+    ablations: str = ""
     # targets pulled towards 0.5 by this much (0 = hard 0/1 targets)
     label_smoothing: float = 0.0
     # fit one temperature per label on the selection split at export (calibrated scores)

@@ -370,6 +370,8 @@ def export(cfg: TrainConfig) -> dict[str, Any]:
             f"real-test macro-F1 (labels with positives) >= {SUPPORTED_MACRO_F1}"
         )
         (out / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False))
+    if cfg.ablations:  # what each choice of the recipe was worth, measured run by run
+        metrics["ablations"] = json.loads(resolve(cfg.ablations).read_text(encoding="utf-8"))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     write_card(out, config, metrics)
     log.info("wrote %s (test macro-F1 %.4f)", out, metrics["test"]["macro_f1"])
