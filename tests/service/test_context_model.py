@@ -64,9 +64,7 @@ def test_a_late_me_too_is_flagged_and_the_reply_is_not(turns_client: TestClient,
 
 
 @pytest.mark.parametrize("lang", sorted(CASES))
-def test_an_unrelated_request_after_it_is_not(
-    turns_client: TestClient, lang: str
-) -> None:
+def test_an_unrelated_request_after_it_is_not(turns_client: TestClient, lang: str) -> None:
     r = turns_client.post("/v1/classify", json={"messages": transcript(lang, 3)})
     msgs = r.json()["messages"]
     assert not msgs[1]["sensitive"], ("generic reply", msgs[1]["scores"])
