@@ -76,15 +76,13 @@ def serve(_: argparse.Namespace) -> int:
 
 def score(args: argparse.Namespace) -> int:
     """Score a dataset file or folder; rows read = rows written + rows in errors."""
-    from service.batch import Totals, score_dataset
+    from service.batch import ProgressLine, score_dataset
     from service.classifier import Classifier
     from service.settings import Settings
 
     model_dir = Path(args.model_dir) if args.model_dir else Settings(auth_required=False).model_dir
 
-    def progress(t: Totals, rate: float) -> None:
-        sys.stderr.write(f"\rrows {t.read:,}  {rate:,.0f} rows/s  errors {t.errors:,}")
-        sys.stderr.flush()
+    progress = ProgressLine(sys.stderr)
 
     source, output = Path(args.input), Path(args.output)
     try:

@@ -153,7 +153,8 @@ def test_resume_after_interruption(
     with pytest.raises(KeyboardInterrupt):
         batch.score_dataset(clf, src, out, "text", None, chunk_rows=4)
     assert not out.exists()  # no half-written output
-    assert len(list((tmp_path / "out.parquet.parts").glob("*.parquet"))) == 2
+    parts = (tmp_path / "out.parquet.parts").glob("*.jsonl")
+    assert len([p for p in parts if not p.name.endswith(".errors.jsonl")]) == 2
     monkeypatch.setattr(batch.Scorer, "score", real)
     calls["n"] = 0
     counted = {"n": 0}
@@ -190,3 +191,139 @@ def test_cli_counts_and_exit_codes(shipped_model_dir: Path, tmp_path: Path) -> N
     assert "rows read 2 = rows written 1 + rows in errors 1" in r.stderr
     r = subprocess.run([*cmd, "--allow-errors"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0
+
+
+# -- never lose or corrupt a row (each case was a silent loss or corruption before) ----------
+def test_resume_with_another_chunk_size_refuses(
+    clf: Classifier, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = write_input("jsonl", tmp_path)
+    out = tmp_path / "out.jsonl"
+    real = batch.Scorer.score
+    calls = {"n": 0}
+
+    def dies(self: batch.Scorer, rows: list, first: int) -> tuple:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(self, rows, first)
+
+    monkeypatch.setattr(batch.Scorer, "score", dies)
+    with pytest.raises(KeyboardInterrupt):
+        batch.score_dataset(clf, src, out, "text", None, chunk_rows=4)
+    monkeypatch.setattr(batch.Scorer, "score", real)
+    with pytest.raises(ValueError, match="chunk_rows 4 -> 2048"):
+        batch.score_dataset(clf, src, out, "text", None, chunk_rows=2048, resume=True)
+    totals = batch.score_dataset(clf, src, out, "text", None, chunk_rows=4, resume=True)
+    assert (totals.read, totals.written) == (20, 20)
+    assert [r["id"] for r in read_output(out)] == list(range(20))
+
+
+def test_a_changed_input_refuses_resume(clf: Classifier, tmp_path: Path) -> None:
+    src = write_input("jsonl", tmp_path)
+    out = tmp_path / "out.jsonl"
+    parts = tmp_path / "out.jsonl.parts"
+    parts.mkdir()
+    manifest = batch.manifest_of([src], clf, "text", None, 4, out)
+    (parts / "manifest.json").write_text(json.dumps(manifest))
+    src.write_text(src.read_text() + json.dumps({"id": 99, "text": "one more"}) + "\n")
+    with pytest.raises(ValueError, match="input files"):
+        batch.score_dataset(clf, src, out, "text", None, chunk_rows=4, resume=True)
+
+
+@pytest.mark.parametrize("out_ext", [".csv", ".parquet"])
+def test_a_column_that_appears_late_widens_the_schema(
+    clf: Classifier, tmp_path: Path, out_ext: str
+) -> None:
+    rows = [{"id": i, "text": t} for i, t in enumerate(TEXTS[:6])]
+    for r in rows[3:]:
+        r["x"] = "late"
+    rows[4]["id"] = 4.5  # an int column widened to float
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / f"out{out_ext}"
+    totals = batch.score_dataset(clf, src, out, "text", None, chunk_rows=3)
+    assert (totals.written, totals.errors) == (6, 0)
+    table = pq.read_table(out) if out_ext == ".parquet" else pacsv.read_csv(out)
+    assert table.column_names[:3] == ["id", "text", "x"]
+    empty = None if out_ext == ".parquet" else ""  # CSV writes a null as an empty field
+    assert table.column("x").to_pylist() == [empty] * 3 + ["late"] * 3
+    assert table.column("id").to_pylist() == [0, 1, 2, 3, 4.5, 5]
+    if out_ext == ".csv":  # every line has exactly as many fields as the header
+        widths = {len(line.split(",")) for line in out.read_text().splitlines()}
+        assert widths == {table.num_columns}
+
+
+def test_an_incompatible_value_goes_to_the_errors_file(clf: Classifier, tmp_path: Path) -> None:
+    rows = [{"id": i, "text": t} for i, t in enumerate(TEXTS[:4])]
+    rows[2]["id"] = "not-a-number"
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out.parquet"
+    totals = batch.score_dataset(clf, src, out, "text", None, chunk_rows=2)
+    assert (totals.read, totals.written, totals.errors) == (4, 3, 1)
+    errors = read_output(tmp_path / "out.parquet.errors.jsonl")
+    assert errors == [{"row": 2, "reason": "column 'id': a str value in a column of int values"}]
+    assert pq.read_table(out).column("id").to_pylist() == [0, 1, 3]
+
+
+def test_a_csv_whose_first_chunk_is_all_errors_has_its_header(
+    clf: Classifier, tmp_path: Path
+) -> None:
+    src = tmp_path / "in.jsonl"
+    rows = [{"id": 0, "text": 5}, {"id": 1, "text": 6}, {"id": 2, "text": "hiking boots"}]
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out.csv"
+    batch.score_dataset(clf, src, out, "text", None, chunk_rows=2)
+    table = pacsv.read_csv(out)
+    assert table.column_names[:2] == ["id", "text"] and table.num_rows == 1
+    only_errors = tmp_path / "none.jsonl"
+    only_errors.write_text(json.dumps({"id": 0, "text": 5}) + "\n")
+    batch.score_dataset(clf, only_errors, tmp_path / "none.csv", "text", None)
+    assert (tmp_path / "none.csv").read_text().startswith('"id","text"')
+
+
+def test_the_output_inside_the_input_folder_is_never_read(clf: Classifier, tmp_path: Path) -> None:
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    out = folder / "scored.jsonl"
+    for _ in range(3):
+        totals = batch.score_dataset(clf, folder, out, "text", None)
+        assert (totals.read, totals.written) == (20, 20)
+    assert len(read_output(out)) == 20
+
+
+def test_bad_csv_rows_never_reach_a_message(
+    clf: Classifier, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "in.csv"
+    secret = "my secret diagnosis"
+    src.write_text(
+        "id,text\n0,hiking boots\n1,a,b,"
+        + secret
+        + "\n2,recommend a tent\n"
+        + "".join(f"{i},text {i}\n" for i in range(3, 5000))
+        + f"oops,{secret} again\n"  # a value that does not fit the id column inferred first
+    )
+    out = tmp_path / "out.jsonl"
+    totals = batch.score_dataset(clf, src, out, "text", None)
+    assert totals.errors == 1 and totals.written == 5000
+    errors = (tmp_path / "out.jsonl.errors.jsonl").read_text()
+    assert "wrong number of fields" in errors and secret not in errors
+    captured = capfd.readouterr()
+    assert secret not in captured.out + captured.err
+
+
+def test_progress_lines_say_total_rate_and_time_left() -> None:
+    import io
+
+    stream = io.StringIO()
+    show = batch.ProgressLine(stream, every=0.0)
+    show(batch.Progress(0, 5001, 0, 0.0))
+    show(batch.Progress(1000, 5001, 2, 100.0))
+    show(batch.Progress(42, None, 0, 21.0))
+    lines = stream.getvalue().splitlines()
+    assert lines[0].startswith("rows 0 of 5,001 (0%)")
+    assert lines[1] == "rows 1,000 of 5,001 (20%)  100 rows/s  errors 2  time left 0m40s"
+    assert lines[2] == "rows 42  21 rows/s  errors 0"
