@@ -5,11 +5,15 @@
    scoring, writing Parquet parts, assembling the output), and the same texts are scored by the
    raw engine in this process (`Classifier.score_texts` in chunks: tokenise + onnxruntime, no
    input or output). The ratio is printed (target >= 0.90).
-2. Memory: a generated file of `--memory-rows` short messages is scored by the command while its
+2. Transcripts: a generated JSONL file of `--transcripts` transcripts (the corpus's own, each
+   made unique) scored with `--messages-column`, against the raw engine on the same messages
+   read after the same turns; compared in messages per second (target >= 0.90).
+3. Memory: a generated file of `--memory-rows` short messages is scored by the command while its
    resident memory is sampled every half second; the peak and the memory at each tenth of the
    run are printed, to show that memory stays flat (target: under 1.5 GB).
 
-Usage: .venv/bin/python -m bench.batch [--rows 100000] [--memory-rows 1000000] [--model-dir DIR]
+Usage: .venv/bin/python -m bench.batch [--rows 100000] [--transcripts 5000]
+       [--memory-rows 1000000] [--model-dir DIR]
 """
 
 from __future__ import annotations
@@ -55,6 +59,27 @@ def write_jsonl(path: Path, texts: list[str], rows: int) -> list[str]:
     return picked
 
 
+def chat_transcripts() -> list[list[dict[str, str]]]:
+    """The authored transcripts, as [{role, content}]."""
+    out = []
+    for path in sorted((REPO / "training/data/authored").glob("*transcripts*.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            msgs = json.loads(line).get("messages", [])
+            out.append([{"role": m["role"], "content": m["content"]} for m in msgs])
+    return out
+
+
+def write_transcripts(path: Path, pool: list[list[dict[str, str]]], rows: int) -> list[list[dict]]:
+    rng = np.random.default_rng(0)
+    picked = []
+    for k, i in enumerate(rng.integers(len(pool), size=rows)):
+        picked.append([{**m, "content": f"{m['content']} ({k})"} for m in pool[int(i)]])
+    with path.open("w", encoding="utf-8") as f:
+        for k, t in enumerate(picked):
+            f.write(json.dumps({"id": k, "messages": t}, ensure_ascii=False) + "\n")
+    return picked
+
+
 def rss_mb(pid: int) -> float:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -65,10 +90,12 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def run_command(src: Path, out: Path, model_dir: Path) -> tuple[float, list[float]]:
+def run_command(
+    src: Path, out: Path, model_dir: Path, column: tuple[str, str] = ("--text-column", "text")
+) -> tuple[float, list[float]]:
     """Wall time of `sensitive-topics score`, and its resident memory sampled every 0.5 s."""
     cmd = [sys.executable, "-m", "service", "score", str(src), "--output", str(out)]
-    cmd += ["--text-column", "text", "--model-dir", str(model_dir)]
+    cmd += [*column, "--model-dir", str(model_dir)]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
     samples = []
@@ -84,6 +111,7 @@ def run_command(src: Path, out: Path, model_dir: Path) -> tuple[float, list[floa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--transcripts", type=int, default=5_000)
     parser.add_argument("--memory-rows", type=int, default=1_000_000)
     parser.add_argument("--model-dir", default=os.environ.get("ST_MODEL_DIR", ""))
     args = parser.parse_args()
@@ -117,6 +145,44 @@ def main() -> None:
             ok = result["ratio"] >= TARGET_RATIO
             print(f"ratio {result['ratio']:.3f} (target >= {TARGET_RATIO}) met: {ok}")
             (folder / "out.parquet").unlink(missing_ok=True)
+        if args.transcripts:
+            ts = write_transcripts(folder / "t.jsonl", chat_transcripts(), args.transcripts)
+            n_msgs = sum(len(t) for t in ts)
+            print(f"\n{args.transcripts:,} transcripts, {n_msgs:,} messages")
+            took, _ = run_command(
+                folder / "t.jsonl",
+                folder / "t.parquet",
+                model_dir,
+                ("--messages-column", "messages"),
+            )
+            clf = Classifier(ModelArtifact.load(model_dir))
+            clf.score_texts(["warm-up"])
+            start = time.perf_counter()
+            for k in range(0, len(ts), 256):
+                part = ts[k : k + 256]
+                texts = [m["content"] for t in part for m in t]
+                ctx = [
+                    c
+                    for t in part
+                    for c in clf.transcript_contexts(
+                        [m["content"] for m in t], [m["role"] for m in t]
+                    )
+                ]
+                clf.score_texts(texts, ctx)
+            raw = time.perf_counter() - start
+            result |= {
+                "transcripts_command_msgs_per_s": n_msgs / took,
+                "transcripts_raw_msgs_per_s": n_msgs / raw,
+            }
+            result["transcripts_ratio"] = (
+                result["transcripts_command_msgs_per_s"] / result["transcripts_raw_msgs_per_s"]
+            )
+            print(
+                f"messages column, whole command: {result['transcripts_command_msgs_per_s']:.1f}"
+                f" messages/s; raw engine: {result['transcripts_raw_msgs_per_s']:.1f} messages/s"
+            )
+            ok = result["transcripts_ratio"] >= TARGET_RATIO
+            print(f"ratio {result['transcripts_ratio']:.3f} (target >= {TARGET_RATIO}) met: {ok}")
         if args.memory_rows:
             short = [m for m in messages if len(m) <= 80]
             write_jsonl(folder / "big.jsonl", short, args.memory_rows)
