@@ -16,18 +16,40 @@ from service.observability import configure_logging
 log = logging.getLogger("service")
 
 
-def serve(_: argparse.Namespace) -> int:
+SERVE_FLAGS = {  # flag -> the setting it overrides (through its ST_ variable)
+    "host": "address to listen on",
+    "port": "port to listen on",
+    "model_dir": "model directory to serve",
+    "workers": "server processes, each with its own model",
+    "log_level": "log level (debug, info, warning, error)",
+}
+
+
+def _problem(err: dict[str, object]) -> str:
+    """A settings error naming its variable (`ST_PORT: Input should be a valid integer`)."""
+    loc = [str(p) for p in err.get("loc", ()) or ()]  # type: ignore[attr-defined]
+    where = f"ST_{loc[0].upper()}: " if loc else ""
+    return where + str(err.get("msg", ""))
+
+
+def serve(args: argparse.Namespace) -> int:
     """Check settings and the model directory, then run uvicorn; a broken one stops start-up."""
+    import os
+
     import uvicorn
 
     from service.settings import SettingsError, get_settings
 
+    for name in SERVE_FLAGS:  # a flag overrides its ST_ variable, in this process and workers
+        value = getattr(args, name, None)
+        if value is not None:
+            os.environ[f"ST_{name.upper()}"] = str(value)
     configure_logging("info")
     try:
         settings = get_settings()
     except (ValidationError, SettingsError) as exc:
         errs = exc.errors() if isinstance(exc, ValidationError) else [{"msg": str(exc)}]
-        problems = "; ".join(str(e.get("msg", "")) for e in errs)
+        problems = "; ".join(_problem(dict(e)) for e in errs)
         log.error("cannot start: invalid settings", extra={"fields": {"reason": problems}})
         return 2
     configure_logging(settings.log_level)
@@ -130,9 +152,29 @@ def score(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `sensitive-topics` console script."""
+    from service import __version__
+    from service.settings import Settings
+
     parser = argparse.ArgumentParser(prog="sensitive-topics")
+    parser.add_argument("--version", action="version", version=f"sensitive-topics {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("serve", help="serve the REST API").set_defaults(func=serve)
+    variables = "\n".join(
+        f"  ST_{name.upper():<24} {field.description or ''}"
+        for name, field in Settings.model_fields.items()
+    )
+    sv = sub.add_parser(
+        "serve",
+        help="serve the REST API",
+        description="Serve the REST API. Every setting is an ST_ environment variable; the "
+        "flags below override theirs.",
+        epilog="environment variables:\n" + variables,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    for name, what in SERVE_FLAGS.items():
+        sv.add_argument(
+            f"--{name.replace('_', '-')}", dest=name, help=f"{what} (ST_{name.upper()})"
+        )
+    sv.set_defaults(func=serve)
     sc = sub.add_parser("score", help="score a dataset (JSONL, JSON, CSV, Parquet, folder)")
     sc.add_argument("input", help="a file, a folder of files, or a saved `datasets` dataset")
     sc.add_argument("--output", required=True, help="output file; its extension sets the format")

@@ -11,9 +11,11 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service import __version__
 from service.admission import Admission
 from service.artifact import ModelArtifact
 from service.batching import Overloaded
@@ -72,13 +74,25 @@ async def get_engine(request: Request) -> ScoringEngine:
     return engine
 
 
-async def check_key(request: Request) -> None:
-    """Bearer API key, compared in constant time with every accepted key."""
+BEARER = HTTPBearer(
+    auto_error=False,
+    scheme_name="apiKey",
+    description="An API key of the service (ST_API_KEYS / ST_API_KEYS_FILE).",
+)
+
+
+async def check_key(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
+) -> None:
+    """Bearer API key, compared in constant time with every accepted key. Admission already
+    checked it before the body was read; this dependency declares the scheme in OpenAPI (so
+    `/docs` has an Authorize button and generated clients send the key) and checks again."""
     settings: Settings = request.app.state.settings
     if not settings.auth_required:
         return
     header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
+    scheme, _sep, token = header.partition(" ")
     given = token.strip().encode()
     ok = False
     for key in request.app.state.api_keys:
@@ -213,6 +227,7 @@ def create_app(settings: Settings | None = None, classifier: Classifier | None =
         )
         engine.start()
         app.state.engine = engine
+        metrics.model.info({"name": clf.artifact.name, "version": clf.artifact.version})
         if not settings.auth_required:
             log.warning("API keys are OFF: local use only", extra={"fields": {}})
         log.info(
@@ -224,7 +239,7 @@ def create_app(settings: Settings | None = None, classifier: Classifier | None =
 
     app = FastAPI(
         title="sensitive-topics",
-        version="0.2.0",
+        version=__version__,
         summary="Decides whether a chat transcript reveals health, religion or politics.",
         description=(
             "**Fail-closed contract**: any answer other than 2xx from `/v1/screen` (or "
@@ -311,8 +326,7 @@ def create_app(settings: Settings | None = None, classifier: Classifier | None =
         engine: ScoringEngine | None = getattr(app.state, "engine", None)
         if engine is not None:
             metrics.queue.set(engine.batcher.stats.queued_windows)
-            metrics.cache_hits.set(engine.cache.hits)
-            metrics.cache_misses.set(engine.cache.misses)
+            metrics.cache.set_counts(engine.cache.hits, engine.cache.misses)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get(

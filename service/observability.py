@@ -9,7 +9,17 @@ import time
 import uuid
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+)
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
@@ -40,12 +50,32 @@ class Metrics:
         )
         self.batch_seconds = Histogram("st_batch_seconds", "Model run time", registry=r)
         self.queue = Gauge("st_queue_windows", "Windows waiting for the model", registry=r)
-        self.cache_hits = Gauge("st_cache_hits", "Message score cache hits", registry=r)
-        self.cache_misses = Gauge("st_cache_misses", "Message score cache misses", registry=r)
+        self.cache = CacheCounters(registry=r)
+        self.model = Info("st_model", "The served model", registry=r)
+        ProcessCollector(registry=r)  # process_cpu_seconds_total, resident memory, open fds
+        PlatformCollector(registry=r)
         self.flags = Counter("st_flags", "Flagged messages by label", ["label"], registry=r)
         self.shed = Counter("st_shed", "Requests refused because the queue was full", registry=r)
         self.gone = Counter(
             "st_client_gone", "Requests cancelled because the client disconnected", registry=r
+        )
+
+
+class CacheCounters(Collector):
+    """Cache hits and misses as Prometheus counters (`st_cache_hits_total`, ...), read from the
+    engine's own counts when scraped (the engine knows nothing of Prometheus)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.hits = self.misses = 0
+        registry.register(self)
+
+    def set_counts(self, hits: int, misses: int) -> None:
+        self.hits, self.misses = hits, misses
+
+    def collect(self) -> Any:
+        yield CounterMetricFamily("st_cache_hits", "Message score cache hits", value=self.hits)
+        yield CounterMetricFamily(
+            "st_cache_misses", "Message score cache misses", value=self.misses
         )
 
 
