@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 REQUIRED_FILES = ("model.onnx", "tokenizer.json", "config.json")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
 
 
 class ModelDirError(RuntimeError):
@@ -45,8 +54,10 @@ class ModelArtifact:
         return self.path / "tokenizer.json"
 
     @classmethod
-    def load(cls, path: Path) -> ModelArtifact:
-        """Read and check `config.json`; raise ModelDirError with a clear reason otherwise."""
+    def load(cls, path: str | Path) -> ModelArtifact:
+        """Read and check `config.json` (and, when it records one, the sha256 of `model.onnx`);
+        raise ModelDirError with a clear reason otherwise."""
+        path = Path(path)
         if not path.is_dir():
             raise ModelDirError(f"model directory {path} does not exist")
         missing = [f for f in REQUIRED_FILES if not (path / f).is_file()]
@@ -81,6 +92,12 @@ class ModelArtifact:
             isinstance(v, (int, float)) and v > 0 for v in temps.values()
         ):
             raise ModelDirError(f"{path}/config.json: calibration temperatures must be > 0")
+        expected = config.get("model_sha256")
+        if expected is not None and _sha256(path / "model.onnx") != expected:
+            raise ModelDirError(
+                f"{path}/model.onnx does not match the sha256 in config.json "
+                "(truncated, replaced or corrupted)"
+            )
         if artifact.max_length < 8:
             raise ModelDirError(f"{path}/config.json: max_length {artifact.max_length} too small")
         return artifact

@@ -10,6 +10,7 @@ it ships with.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -370,6 +371,9 @@ def export(cfg: TrainConfig) -> dict[str, Any]:
             f"real-test macro-F1 (labels with positives) >= {SUPPORTED_MACRO_F1}"
         )
         (out / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False))
+    # the weights' digest: loading checks it, so a truncated or swapped file never serves
+    config["model_sha256"] = hashlib.sha256((out / "model.onnx").read_bytes()).hexdigest()
+    (out / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False))
     if cfg.ablations:  # what each choice of the recipe was worth, measured run by run
         metrics["ablations"] = json.loads(resolve(cfg.ablations).read_text(encoding="utf-8"))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))

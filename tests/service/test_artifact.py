@@ -67,3 +67,22 @@ def test_not_json(shipped_model_dir: Path, tmp_path: Path) -> None:
 def test_shipped_model_fits_in_60_mb(shipped_model_dir: Path) -> None:
     size = sum(f.stat().st_size for f in shipped_model_dir.iterdir())
     assert size <= 60_000_000, size
+
+
+def test_a_str_path_loads_and_the_weights_digest_is_checked(
+    shipped_model_dir: Path, tmp_path: Path
+) -> None:
+    import hashlib
+    import json
+    import shutil
+
+    d = tmp_path / "m"
+    shutil.copytree(shipped_model_dir, d)
+    config = json.loads((d / "config.json").read_text())
+    config["model_sha256"] = hashlib.sha256((d / "model.onnx").read_bytes()).hexdigest()
+    (d / "config.json").write_text(json.dumps(config))
+    assert ModelArtifact.load(str(d)).name == config["name"]  # a str works like a Path
+    data = (d / "model.onnx").read_bytes()
+    (d / "model.onnx").write_bytes(data[:-1] + bytes([data[-1] ^ 1]))  # one bit flipped
+    with pytest.raises(ModelDirError, match="sha256"):
+        ModelArtifact.load(d)
