@@ -28,6 +28,7 @@ from service.schemas import (
     BatchClassifyResponse,
     ClassifyRequest,
     ClassifyResponse,
+    ContentPart,
     ErrorResponse,
     Evidence,
     LabelDecision,
@@ -38,7 +39,9 @@ from service.schemas import (
     Reason,
     ScreenRequest,
     ScreenResponse,
+    Signal,
     SignalDecision,
+    TranscriptIn,
     TranscriptResult,
 )
 from service.settings import Settings, get_settings
@@ -148,16 +151,31 @@ def _error(
     )
 
 
+def _field_names() -> frozenset[str]:
+    """Every field name of the request bodies: the only words a field path may contain."""
+    names: set[str] = set()
+    for model in (ClassifyRequest, ScreenRequest, TranscriptIn, Message, ContentPart, Signal):
+        names.update(model.model_fields)
+    return frozenset(names)
+
+
+FIELD_NAMES = _field_names()
+
+
 def _describe(err: Any) -> dict[str, str]:
     """The field's path (`messages[2].content`) and the rule it breaks; never a value the
-    caller sent (it may be transcript text), nor the name of a field it made up."""
+    caller sent (it may be transcript text), nor the name of a field it made up. Pydantic's
+    union tags in a location (`str`, `list[ContentPart]`) are not fields and are left out."""
     loc = [p for p in err.get("loc", ()) if p != "body"]
     problem = str(err.get("msg", "invalid"))
     if err.get("type") == "extra_forbidden" and loc:
         loc, problem = loc[:-1], "unknown field (not part of the schema)"
     path = ""
     for p in loc:
-        path += f"[{p}]" if isinstance(p, int) else (f".{p}" if path else str(p))
+        if isinstance(p, int):
+            path += f"[{p}]"
+        elif p in FIELD_NAMES:
+            path += f".{p}" if path else str(p)
     return {"field": path or "body", "problem": problem}
 
 
@@ -169,6 +187,12 @@ def _evidence(scores: TextScore, index: int) -> list[Evidence]:
         for lab, f in scores.flags.items()
         if f
     ]
+
+
+def model_role(role: str) -> str:
+    """The role as the model reads it in context: developer instructions and tool results are
+    neither the user's nor the assistant's words."""
+    return role if role in ("user", "assistant") else "system"
 
 
 def _transcript_result(
@@ -185,6 +209,7 @@ def _transcript_result(
             flags=s.flags,
             sensitive=s.sensitive,
             windows=s.windows,
+            skipped_parts=m.skipped_parts,
             evidence=_evidence(s, i),
             language=g.language,
             language_supported=g.language in langs.supported,
@@ -295,7 +320,7 @@ def create_app(settings: Settings | None = None, classifier: Classifier | None =
 
     def check_messages(messages: Sequence[Message]) -> None:
         bound("max_messages", settings.max_messages, len(messages))
-        longest = max((len(m.content) for m in messages), default=0)
+        longest = max((len(m.text) for m in messages), default=0)
         bound("max_message_chars", settings.max_message_chars, longest, 413)
 
     def model_ref(engine: ScoringEngine) -> ModelRef:
@@ -361,8 +386,10 @@ def create_app(settings: Settings | None = None, classifier: Classifier | None =
     ) -> ClassifyResponse | BatchClassifyResponse:
         if body.messages is not None:
             check_messages(body.messages)
-            contents = [m.content for m in body.messages]
-            result = await engine.transcript(contents, [m.role for m in body.messages], tenant)
+            contents = [m.text for m in body.messages]
+            result = await engine.transcript(
+                contents, [model_role(m.role) for m in body.messages], tenant
+            )
             count_flags(result)
             single = _transcript_result(body.messages, result, engine.languages(contents))
             return ClassifyResponse(model=model_ref(engine), **single.model_dump())
@@ -372,13 +399,16 @@ def create_app(settings: Settings | None = None, classifier: Classifier | None =
             check_messages(t.messages)
         # every transcript's windows counted as one request, scored in shared model runs
         scored = await engine.transcripts(
-            [([m.content for m in t.messages], [m.role for m in t.messages]) for t in transcripts],
+            [
+                ([m.text for m in t.messages], [model_role(m.role) for m in t.messages])
+                for t in transcripts
+            ],
             tenant,
         )
         results = []
         for t, r in zip(transcripts, scored, strict=True):
             count_flags(r)
-            contents = [m.content for m in t.messages]
+            contents = [m.text for m in t.messages]
             results.append(_transcript_result(t.messages, r, engine.languages(contents), t.id))
         return BatchClassifyResponse(model=model_ref(engine), results=results)
 
@@ -401,8 +431,10 @@ def create_app(settings: Settings | None = None, classifier: Classifier | None =
                         "invalid_request",
                         f"signals[{k}].source_messages[{j}]: not the index of a message",
                     )
-        contents = [m.content for m in body.messages]
-        result = await engine.transcript(contents, [m.role for m in body.messages], tenant)
+        contents = [m.text for m in body.messages]
+        result = await engine.transcript(
+            contents, [model_role(m.role) for m in body.messages], tenant
+        )
         langs = engine.languages(contents)
         unsupported = langs.unsupported() if settings.unsupported_language == "block" else []
         signal_scores = await engine.score([s.text for s in body.signals], tenant=tenant)

@@ -15,7 +15,7 @@ from pydantic import (
 
 from service.gate import region_code
 
-Role = Literal["user", "assistant", "system"]
+Role = Literal["user", "assistant", "system", "developer", "tool"]
 
 
 def _unicode(value: str) -> str:
@@ -50,13 +50,59 @@ EXAMPLE_SCREEN: dict[str, Any] = {
 }
 
 
+class ContentPart(BaseModel):
+    """One part of a message in the chat-completions shape: text parts are scored; image,
+    audio and file parts are skipped (and counted in the result's `skipped_parts`)."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    type: str = Field(description="`text` (or `refusal`) is read; any other type is skipped.")
+    text: Text | None = None
+    refusal: Text | None = None
+
+
 class Message(BaseModel):
-    """One turn of a chat transcript."""
+    """One turn of a chat transcript, in the chat-completions message shape: `content` is a
+    string, a list of parts, or null (an assistant turn that only calls tools)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
     role: Role = Field(description="Who wrote the message.")
-    content: Text = Field(description="The message text.")
+    content: Text | list[ContentPart] | None = Field(
+        description="The message text, or its parts; null when the turn only calls tools."
+    )
+    name: str | None = Field(None, max_length=256, description="Accepted, not scored.")
+    tool_calls: list[dict[str, Any]] | None = Field(
+        None, description="Accepted; not scored (counted in `skipped_parts`)."
+    )
+    tool_call_id: str | None = Field(None, max_length=256, description="Accepted, not scored.")
+    refusal: Text | None = Field(None, description="An assistant refusal's text: scored.")
+
+    @property
+    def text(self) -> str:
+        """What is scored: the text, or the text and refusal parts joined by line breaks."""
+        parts: list[str] = []
+        if isinstance(self.content, str):
+            parts.append(self.content)
+        elif self.content:
+            parts += [p.text or p.refusal or "" for p in self.content if _is_text(p)]
+        if self.refusal:
+            parts.append(self.refusal)
+        return "\n".join(x for x in parts if x)
+
+    @property
+    def skipped_parts(self) -> int:
+        """Parts that are not text (images, audio, files) and tool calls: not scored."""
+        skipped = len(self.tool_calls or [])
+        if isinstance(self.content, list):
+            skipped += sum(not _is_text(p) for p in self.content)
+        return skipped
+
+
+def _is_text(part: ContentPart) -> bool:
+    return (part.type == "text" and part.text is not None) or (
+        part.type == "refusal" and part.refusal is not None
+    )
 
 
 class TranscriptIn(BaseModel):
@@ -118,6 +164,9 @@ class MessageResult(LabelDecision):
     index: int = Field(description="Position of the message in the transcript.")
     role: Role
     windows: int = Field(description="How many token windows of the message were scored.")
+    skipped_parts: int = Field(
+        0, description="Parts of the message that are not text (images, audio, tool calls)."
+    )
     language: str = Field(
         description="ISO 639-1 code detected for the message (Arabizi reads as ar); a message "
         "too short or unsure to tell takes the transcript's language; und = unknown."

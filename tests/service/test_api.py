@@ -118,3 +118,40 @@ def test_openapi_has_examples(client: TestClient) -> None:
     spec = client.get("/openapi.json").json()
     assert "/v1/classify" in spec["paths"]
     assert spec["components"]["schemas"]["ClassifyRequest"]["examples"]
+
+
+def test_chat_completions_message_shapes_are_accepted(client: TestClient) -> None:
+    """Tool and developer turns, content parts, names, tool calls with null content: the text
+    parts are scored, the rest skipped and counted; indices stay the request's."""
+    messages = [
+        {"role": "developer", "content": "You are a helpful shopping assistant."},
+        {
+            "role": "user",
+            "name": "amira",
+            "content": [
+                {"type": "text", "text": "I was diagnosed with type 2 diabetes last month"},
+                {"type": "image_url", "image_url": {"url": "https://example.com/x.png"}},
+            ],
+        },
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "search", "arguments": "{}"}}
+            ],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": "3 results: walking shoes, socks, bag"},
+    ]
+    r = client.post("/v1/classify", json={"messages": messages})
+    assert r.status_code == 200, r.text
+    out = r.json()["messages"]
+    assert [m["index"] for m in out] == [0, 1, 2, 3]
+    assert [m["role"] for m in out] == ["developer", "user", "assistant", "tool"]
+    assert [m["skipped_parts"] for m in out] == [0, 1, 1, 0]
+    assert out[1]["flags"]["health"]  # the text part was read
+    assert out[2]["windows"] == 0 and not out[2]["sensitive"]  # nothing to read
+    plain = client.post(
+        "/v1/classify",
+        json={"messages": [{"role": "user", "content": messages[1]["content"][0]["text"]}]},
+    ).json()["messages"][0]
+    assert out[1]["scores"]["health"] == pytest.approx(plain["scores"]["health"], abs=0.05)
