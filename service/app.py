@@ -12,6 +12,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -262,7 +263,8 @@ def create_app(settings: Settings | None = None, classifier: Classifier | None =
         app.state.engine = None
         await engine.stop()
 
-    app = FastAPI(
+    # /docs and /redoc load their assets from the fastapi-offline package: they work offline
+    app = FastAPIOffline(
         title="sensitive-topics",
         version=__version__,
         summary="Decides whether a chat transcript reveals health, religion or politics.",

@@ -63,3 +63,16 @@ def test_openapi_declares_the_bearer_scheme(client: TestClient) -> None:
     doc = client.get("/openapi.json").json()
     assert doc["components"]["securitySchemes"]["apiKey"]["scheme"] == "bearer"
     assert doc["paths"]["/v1/screen"]["post"]["security"] == [{"apiKey": []}]
+
+
+def test_docs_load_their_assets_from_the_service(client: TestClient) -> None:
+    """No CDN: every script and stylesheet of /docs and /redoc is served by the service."""
+    import re
+
+    for page in ("/docs", "/redoc"):
+        html = client.get(page).text
+        assets = re.findall(r'(?:src|href)="([^"]+\.(?:js|css))"', html)
+        assert assets, page
+        for url in assets:
+            assert not url.startswith("http"), (page, url)
+            assert client.get(url).status_code == 200, (page, url)
