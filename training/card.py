@@ -265,7 +265,7 @@ def write_card(out: Path, config: dict[str, Any], metrics: dict[str, Any]) -> No
         f"- {config['training'].get('notes', '')}",
         "- Licences: the weights were fine-tuned on third-party text under several licences,",
         "  some copyleft (GPL, AGPL) or asking not to be republished commercially; the data",
-        "  card's \"What these licences mean for the shipped model\" says what that implies.",
+        '  card\'s "What these licences mean for the shipped model" says what that implies.',
         "",
     ]
     (out / "README.md").write_text("\n".join(lines))
