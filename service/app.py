@@ -46,6 +46,7 @@ from service.schemas import (
     TranscriptResult,
 )
 from service.settings import Settings, get_settings
+from service.tracing import setup as setup_tracing
 
 log = logging.getLogger("service")
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -229,7 +230,11 @@ def _transcript_result(
     )
 
 
-def create_app(settings: Settings | None = None, classifier: Classifier | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    classifier: Classifier | None = None,
+    tracing_exporter: Any = None,
+) -> FastAPI:
     """Build the app; the model is loaded in the lifespan unless one is given (tests)."""
     settings = settings or get_settings()
     metrics = Metrics()
@@ -250,6 +255,7 @@ def create_app(settings: Settings | None = None, classifier: Classifier | None =
             settings.queue_max_windows,
             on_batch,
             settings.max_request_windows,
+            getattr(app.state, "tracer", None),
         )
         engine.start()
         app.state.engine = engine
@@ -276,6 +282,7 @@ def create_app(settings: Settings | None = None, classifier: Classifier | None =
         lifespan=lifespan,
     )
     app.state.settings = settings
+    setup_tracing(app, settings.tracing, tracing_exporter)
     app.state.api_keys = [k.encode() for k in settings.keys()]
     app.state.metrics = metrics
     regions = settings.regions()

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
+from opentelemetry import trace
 
 FloatArray = npt.NDArray[np.float32]
 RunFn = Callable[[Sequence[Sequence[int]]], FloatArray]
@@ -29,9 +30,13 @@ class _Job:
     sequences: list[list[int]]
     future: asyncio.Future[FloatArray]
     tokens: int = field(init=False)
+    queued_ns: int = field(init=False)
+    parent: trace.SpanContext = field(init=False)  # the request's span, for tracing
 
     def __post_init__(self) -> None:
         self.tokens = sum(len(s) for s in self.sequences)
+        self.queued_ns = time.time_ns()
+        self.parent = trace.get_current_span().get_span_context()
 
 
 @dataclass
@@ -56,8 +61,10 @@ class MicroBatcher:
         wait_ms: float = 2.0,
         queue_windows: int = 4096,
         on_batch: Callable[[int, float], None] | None = None,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         self._run = run
+        self.tracer = tracer or trace.NoOpTracer()
         self.max_windows, self.max_tokens = max_windows, max_tokens
         self.wait_s, self.queue_windows = wait_ms / 1000.0, queue_windows
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
@@ -144,6 +151,17 @@ class MicroBatcher:
             jobs = await self._collect()
             flat = [s for j in jobs for s in j.sequences]
             started = time.perf_counter()
+            picked = time.time_ns()
+            for j in jobs:  # each request's wait, under its own span
+                parent = trace.set_span_in_context(trace.NonRecordingSpan(j.parent))
+                wait = self.tracer.start_span("st.queue_wait", parent, start_time=j.queued_ns)
+                wait.set_attribute("st.windows", len(j.sequences))
+                wait.end(end_time=picked)
+            run_span = self.tracer.start_span(
+                "st.model_run", links=[trace.Link(j.parent) for j in jobs if j.parent.is_valid]
+            )
+            run_span.set_attribute("st.windows", len(flat))
+            run_span.set_attribute("st.requests", len(jobs))
             try:
                 probs = await asyncio.to_thread(self._run, flat)
             except Exception as exc:  # the model failed: every waiting request gets an error
@@ -158,6 +176,7 @@ class MicroBatcher:
                         j.future.set_result(probs[pos : pos + n])
                     pos += n
             finally:
+                run_span.end()
                 self.stats.queued_windows -= len(flat)
                 self.stats.runs += 1
                 self.stats.windows += len(flat)

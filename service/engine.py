@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from opentelemetry import trace
 
 from service.batching import MicroBatcher
 from service.cache import ScoreCache, cache_key
@@ -57,11 +58,13 @@ class ScoringEngine:
         queue_windows: int = 4096,
         on_batch: Callable[[int, float], None] | None = None,
         max_request_windows: int | None = None,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         self.classifier = classifier
         self.cache: ScoreCache[TextScore] = ScoreCache(cache_entries)
+        self.tracer = tracer or trace.NoOpTracer()
         self.batcher = MicroBatcher(
-            classifier.run, max_windows, max_tokens, wait_ms, queue_windows, on_batch
+            classifier.run, max_windows, max_tokens, wait_ms, queue_windows, on_batch, self.tracer
         )
         self.max_request_windows = min(max_request_windows or queue_windows, queue_windows)
         self.version = f"{classifier.artifact.name}:{classifier.artifact.version}"
@@ -134,7 +137,10 @@ class ScoringEngine:
     ) -> list[TextScore]:
         """Scores of texts, each read after its context; cached messages cost no model time.
         `tenant` scopes the cache (one API key never sees another's cached messages)."""
-        prep = await asyncio.to_thread(self._prepare_texts, texts, contexts, tenant)
+        with self.tracer.start_as_current_span("st.prepare") as span:
+            prep = await asyncio.to_thread(self._prepare_texts, texts, contexts, tenant)
+            span.set_attribute("st.messages", len(texts))
+            span.set_attribute("st.windows", prep.count)
         return await self._run(prep)
 
     async def transcripts(
@@ -143,7 +149,10 @@ class ScoringEngine:
         """Several transcripts (contents, roles) scored together: their windows are counted as
         one request and share the model runs. Each message is read after the turns before it;
         a transcript is the union of its messages."""
-        prep = await asyncio.to_thread(self._prepare_transcripts, items, tenant)
+        with self.tracer.start_as_current_span("st.prepare") as span:
+            prep = await asyncio.to_thread(self._prepare_transcripts, items, tenant)
+            span.set_attribute("st.messages", len(prep.keys))
+            span.set_attribute("st.windows", prep.count)
         scores = await self._run(prep)
         out, pos = [], 0
         for contents, _ in items:

@@ -73,6 +73,11 @@ class Settings(BaseSettings):
         description="A signal whose transcript or source message is in a language the model "
         "does not support: block it (reason unsupported_language) or score it anyway.",
     )
+    tracing: Literal["off", "console", "otlp"] = Field(
+        "off",
+        description="OpenTelemetry spans per request, queue wait and model run: off, console, "
+        "or otlp (to the collector of the OTEL_EXPORTER_OTLP_* variables).",
+    )
     # -- throughput -------------------------------------------------------------------------
     cache_entries: int = Field(100_000, ge=0, description="Per-message score cache (LRU).")
     batch_max_windows: int = Field(64, ge=1, description="Windows per shared model run.")
