@@ -54,6 +54,7 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     configure_logging(settings.log_level)
     from service.app import create_app, load_classifier
+    from service.protocol import HeaderTimeoutProtocol
 
     # The model is loaded (and answers once) here, before any server starts, in every worker
     # mode: a truncated or garbage model.onnx stops the start-up with exit 2, like a bad
@@ -87,6 +88,7 @@ def serve(args: argparse.Namespace) -> int:
         factory=settings.workers > 1,
         workers=settings.workers,
         timeout_graceful_shutdown=30,
+        http=HeaderTimeoutProtocol,  # headers slower than ST_HEADER_TIMEOUT_S: 408, closed
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,

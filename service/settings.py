@@ -53,6 +53,9 @@ class Settings(BaseSettings):
         "messages and transcripts; more is refused with 413 before any model work. A lower "
         "queue_max_windows lowers it too (a request must fit the queue).",
     )
+    header_timeout_s: float = Field(
+        10.0, gt=0, le=300, description="Seconds a request's headers may take (else 408, closed)."
+    )
     body_timeout_s: float = Field(
         10.0, gt=0, le=300, description="Seconds a request body may take to arrive (else 408)."
     )

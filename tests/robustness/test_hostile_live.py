@@ -105,3 +105,25 @@ def test_maximum_size_requests_do_not_stall_health(shipped_model_dir: Path) -> N
     latencies.sort()
     p99 = latencies[int(0.99 * (len(latencies) - 1))]
     assert len(latencies) > 20 and p99 < 0.250, (p99, len(latencies))
+
+
+def test_slow_headers_get_408_and_the_connection_is_closed(shipped_model_dir: Path) -> None:
+    proc, url = start(shipped_model_dir, ST_HEADER_TIMEOUT_S="1")
+    port = int(url.rsplit(":", 1)[1])
+    try:
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        s.sendall(b"POST /v1/classify HTTP/1.1\r\nHost: x\r\n")  # and never the rest
+        started = time.monotonic()
+        data = b""
+        while chunk := s.recv(4096):
+            data += chunk
+        took = time.monotonic() - started
+        assert data.startswith(b"HTTP/1.1 408 ")
+        assert b'"code": "header_timeout"' in data
+        assert 0.5 < took < 4
+        # a normal request on a new connection is served as usual
+        body = {"messages": [{"role": "user", "content": "best hiking boots?"}]}
+        assert httpx.post(f"{url}/v1/classify", json=body, timeout=30).status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(40)
