@@ -16,6 +16,7 @@ COPY models/ models/
 ENV ST_HOST=0.0.0.0 ST_PORT=8000 PATH=/opt/venv/bin:$PATH
 USER app
 EXPOSE 8000
+# polls the port the service listens on (ST_PORT may be changed at `docker run`)
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s \
-  CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/readyz').status == 200 else 1)"
+  CMD python -c "import os,sys,urllib.request; port = os.environ.get('ST_PORT', '8000'); sys.exit(0 if urllib.request.urlopen(f'http://127.0.0.1:{port}/readyz', timeout=4).status == 200 else 1)"
 CMD ["sensitive-topics", "serve"]

@@ -11,7 +11,7 @@ AUTHORED := $(wildcard training/data/authored/*.jsonl) $(wildcard training/data/
 REAL := training/data/real/sources.json $(wildcard training/data/real/*/*.jsonl)
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-dev serve test test-slow lint data train evaluate export score bench bench-batch loadtest docker clean
+.PHONY: help install install-dev serve test test-slow lint data train evaluate export score bench bench-batch loadtest docker docker-test clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -76,6 +76,9 @@ loadtest: install-dev ## twice the measured capacity for 60 s: shed fast, stay r
 
 docker: ## build the runtime image (needs a Docker engine)
 	docker build -t sensitive-topics:latest .
+
+docker-test: install-dev ## build the image, run it with keys and a non-default port, check it (slow)
+	$(BIN)/pytest -q -m docker tests/robustness/test_docker.py
 
 clean: ## remove runs, splits and caches (never models/)
 	rm -rf runs $(SPLITS) .pytest_cache .mypy_cache .ruff_cache
