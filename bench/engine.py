@@ -1,8 +1,14 @@
 """Sequences per second of the shipped int8 ONNX model vs fp32 ONNX vs PyTorch, same inputs.
 
 Usage: .venv/bin/python bench/engine.py [--config training/configs/e5-multi.json] [--seconds 5]
+                                        [--previous DIR]
 Needs the run folder of the config (runs/<name>/checkpoint and runs/<name>/onnx/model-fp32.onnx)
 and the shipped model directory models/<name>/. Prints throughput and ratios.
+
+With --previous (a model directory, e.g. the last shipped version taken out of git history):
+both model directories through the service's scoring core on the same test-split messages,
+each read after the turns before it as that model reads them (a model that reads more context
+pays for it here), at batch 1 and 32; ratio of the new to the previous (target >= 0.90).
 """
 
 from __future__ import annotations
@@ -30,12 +36,53 @@ def rate(fn: Callable[[], None], n_seqs: int, seconds: float) -> float:
     return done / (time.perf_counter() - start)
 
 
+def compare(cfg: TrainConfig, previous: Path, seconds: float) -> None:
+    """The shipped model against a previous model directory, same messages, same core."""
+    from service.artifact import ModelArtifact
+    from service.classifier import Classifier
+
+    test = load_splits(resolve(cfg.splits_dir))["test"]
+    rows = test.select(range(min(256, len(test)))).to_list()
+    texts = [r["text"] for r in rows]
+    print(
+        f"{len(texts)} test-split messages (mean {np.mean([len(t) for t in texts]):.0f}"
+        " characters), each read after the turns before it"
+    )
+    rates: dict[tuple[str, int], float] = {}
+    for title, path in (("previous", previous), ("shipped", cfg.model_dir)):
+        clf = Classifier(ModelArtifact.load(path), threads=2)
+        contexts = [clf.encoder.context([(a, b) for a, b in r["history"]]) for r in rows]
+        label = f"{title} {clf.artifact.name} {clf.artifact.version}"
+        for batch in (1, 32):
+            k = 0
+
+            def run(clf: Classifier = clf, contexts: list[str] = contexts, b: int = batch) -> None:
+                nonlocal k
+                i = (k * b) % len(texts)
+                k += 1
+                clf.score_texts(texts[i : i + b], contexts[i : i + b])
+
+            rates[(label, batch)] = rate(run, batch, seconds)
+    print(f"{'model':<28}{'batch':>6}{'msg/s':>10}")
+    for (label, batch), r in rates.items():
+        print(f"{label:<28}{batch:>6}{r:>10.1f}")
+    (prev, new) = sorted({label for label, _ in rates}, key=lambda x: not x.startswith("prev"))
+    for batch in (1, 32):
+        ratio = rates[(new, batch)] / rates[(prev, batch)]
+        met = "yes" if ratio >= 0.90 else "no"
+        print(f"shipped / previous at batch {batch}: {ratio:.2f} (target >= 0.90, met: {met})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="training/configs/minilm-en.json")
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--previous", type=Path, default=None)
     args = parser.parse_args()
     cfg = TrainConfig.load(resolve(args.config))
+    if args.previous is not None:
+        compare(cfg, args.previous, args.seconds)
+        return
     model, tok, _ = MultiLabelClassifier.load(cfg.run_dir / "checkpoint")
     torch.set_num_threads(2)
     # PyTorch reads with the checkpoint's tokenizer, ONNX with the shipped (maybe trimmed) one:

@@ -20,7 +20,7 @@ from service import __version__
 from service.admission import Admission
 from service.artifact import ModelArtifact
 from service.batching import Overloaded
-from service.classifier import Classifier, TextScore, TranscriptScore
+from service.classifier import Classifier, TextScore, TranscriptScore, model_role
 from service.engine import RequestTooLarge, ScoringEngine
 from service.gate import decide
 from service.language import TranscriptLanguages
@@ -189,12 +189,6 @@ def _evidence(scores: TextScore, index: int) -> list[Evidence]:
         for lab, f in scores.flags.items()
         if f
     ]
-
-
-def model_role(role: str) -> str:
-    """The role as the model reads it in context: developer instructions and tool results are
-    neither the user's nor the assistant's words."""
-    return role if role in ("user", "assistant") else "system"
 
 
 def _transcript_result(

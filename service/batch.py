@@ -24,8 +24,7 @@ import pyarrow.csv as pacsv
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
-from service.classifier import Classifier
-from service.text import normalize
+from service.classifier import ROLES, Classifier, model_role
 
 FORMATS = (".jsonl", ".json", ".csv", ".parquet")
 Row = dict[str, Any]
@@ -187,9 +186,9 @@ def _messages(value: Any) -> list[tuple[str, str]]:
     for i, m in enumerate(value):
         if not isinstance(m, dict) or not isinstance(m.get("content"), str):
             raise ValueError(f"message {i} has no text content")
-        if m.get("role") not in ("user", "assistant", "system"):
+        if m.get("role") not in ROLES:
             raise ValueError(f"message {i} has an unknown role")
-        out.append((m["role"], m["content"]))
+        out.append((model_role(m["role"]), m["content"]))
     return out
 
 
@@ -223,17 +222,10 @@ class Scorer:
                     items.append((k, _messages(row[self.messages_column])))
             except ValueError as exc:
                 errors.append({"row": n, "reason": str(exc)})
-        flat = [normalize(t) for _, ms in items for _, t in ms]
-        contexts = [
-            c
-            for _, ms in items
-            for c in self.clf.transcript_contexts([t for _, t in ms], [r for r, _ in ms])
-        ]
-        scores = self.clf.score_texts(flat, contexts) if flat else []
-        pos = 0
-        for k, ms in items:
-            result = self.clf.aggregate(scores[pos : pos + len(ms)])
-            pos += len(ms)
+        results = self.clf.score_transcripts(
+            [([t for _, t in ms], [r for r, _ in ms]) for _, ms in items]
+        )
+        for (k, _), result in zip(items, results, strict=True):
             out = {key: v for key, v in rows[k].items()}
             for lab in self.clf.labels:
                 out[f"score_{lab}"] = result.scores[lab]

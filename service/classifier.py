@@ -49,6 +49,15 @@ class TranscriptScore:
 Turn = tuple[str, str]  # (role, normalised text) of one message of a transcript
 
 
+ROLES = ("user", "assistant", "system", "developer", "tool")
+
+
+def model_role(role: str) -> str:
+    """The role as the model reads it in context: developer instructions and tool results are
+    neither the user's nor the assistant's words."""
+    return role if role in ("user", "assistant") else "system"
+
+
 def render_context(turns: Sequence[Turn], context_turns: int, context_chars: int) -> str:
     """What the model reads before a message, from the turns before it (oldest first).
 
@@ -283,5 +292,27 @@ class Classifier:
         self, contents: Sequence[str], roles: Sequence[str] | None = None
     ) -> TranscriptScore:
         """Score each message after the turns before it, then the transcript."""
-        clean = [normalize(t) for t in contents]
-        return self.aggregate(self.score_texts(clean, self.encoder.contexts(clean, roles)))
+        return self.score_transcripts([(contents, roles)])[0]
+
+    def score_transcripts(
+        self, transcripts: Sequence[tuple[Sequence[str], Sequence[str] | None]]
+    ) -> list[TranscriptScore]:
+        """Score many transcripts ((contents, roles) each) in shared model calls: each message
+        normalised once, read after the turns before it, then each transcript aggregated."""
+        texts: list[str] = []
+        contexts: list[str] = []
+        sizes: list[int] = []
+        for contents, roles in transcripts:
+            clean = [normalize(t) for t in contents]
+            texts += clean
+            contexts += self.encoder.contexts(clean, roles)  # built from normalised turns
+            sizes.append(len(clean))
+        windows = self.encode_normalized(texts, contexts)
+        flat = [w for ws in windows for w in ws]
+        probs = self.run(flat) if flat else np.zeros((0, len(self.labels)), np.float32)
+        scores = self.combine(windows, probs)
+        out, pos = [], 0
+        for n in sizes:
+            out.append(self.aggregate(scores[pos : pos + n]))
+            pos += n
+        return out

@@ -91,6 +91,11 @@ def test_same_scores_as_the_api(clf: Classifier, client: TestClient, tmp_path: P
             {"role": "user", "content": "yes, I have it too"},
         ],
         [{"role": "user", "content": "Recommend hiking boots for rocky trails"}],
+        [  # chat-completions roles: read as the API reads them (developer and tool as system)
+            {"role": "developer", "content": "Answer briefly."},
+            {"role": "user", "content": "I inject insulin twice a day now. Pen cases?"},
+            {"role": "tool", "content": "3 results: pen cases, cooling pouches, belt bags"},
+        ],
     ]
     src = tmp_path / "t.jsonl"
     src.write_text("".join(json.dumps({"conv": t}) + "\n" for t in transcripts))

@@ -55,9 +55,9 @@ def test_not_our_json_is_the_empty_set() -> None:
         assert c.screen(MESSAGES, SIGNALS, "US") == set()
 
 
-def test_a_live_server_killed_midway(shipped_model_dir: Path) -> None:
+def test_a_live_server_killed_midway(judged_model_dir: Path) -> None:
     """Allowed while it runs; the empty set, quickly, once it is gone (sync and async)."""
-    proc, url = start(shipped_model_dir, ST_REGION_REQUIRED="true")
+    proc, url = start(judged_model_dir, ST_REGION_REQUIRED="true")
     try:
         with Client(url, timeout=5) as c:
             assert c.screen(MESSAGES, SIGNALS, "US") == {"boots"}

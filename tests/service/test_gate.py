@@ -126,8 +126,8 @@ def test_a_missing_region_is_blocked_unless_allowed(client: TestClient) -> None:
     assert [r["type"] for r in out["boots"]["reasons"]] == ["jurisdiction"]
 
 
-def test_region_optional_setting(shipped_model_dir: Path) -> None:
-    settings = Settings(model_dir=shipped_model_dir, auth_required=False, region_required=False)
+def test_region_optional_setting(judged_model_dir: Path) -> None:
+    settings = Settings(model_dir=judged_model_dir, auth_required=False, region_required=False)
     with TestClient(create_app(settings)) as c:
         out = screen(c, [{"id": "boots", "text": "hiking boots", "source_messages": [0]}], None)
     assert out["boots"]["decision"] == "allowed"

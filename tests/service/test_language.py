@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
+from service.artifact import ModelArtifact
 from service.language import UNKNOWN, LanguageDetector
 from service.settings import Settings
+from tests.conftest import with_supported_languages
 
 RU_DIABETES = "Мне на прошлой неделе поставили диагноз диабет второго типа"
 ZH_DIABETES = "我上个月被诊断出患有二型糖尿病，现在每天都要打胰岛素"
@@ -49,6 +53,19 @@ def test_a_short_message_takes_the_transcript_language(detector: LanguageDetecto
     assert langs.unsupported() == []
 
 
+@pytest.fixture(scope="module")
+def pinned(
+    shipped_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TestClient]:
+    """The shipped model declaring ar, en and fr supported: the gate's language rule, tested
+    apart from which languages a given model earns on real text."""
+    model_dir = with_supported_languages(
+        shipped_model_dir, tmp_path_factory.mktemp("pinned") / "m", ["ar", "en", "fr"]
+    )
+    with TestClient(create_app(Settings(model_dir=model_dir, auth_required=False))) as c:
+        yield c
+
+
 def _screen(client: TestClient, messages: list[str], sources: list[int] | None = None) -> dict:
     r = client.post(
         "/v1/screen",
@@ -62,8 +79,8 @@ def _screen(client: TestClient, messages: list[str], sources: list[int] | None =
     return r.json()
 
 
-def test_classify_reports_language_per_message(client: TestClient) -> None:
-    r = client.post(
+def test_classify_reports_language_per_message(pinned: TestClient) -> None:
+    r = pinned.post(
         "/v1/classify",
         json={
             "messages": [
@@ -83,20 +100,20 @@ def test_classify_reports_language_per_message(client: TestClient) -> None:
 
 @pytest.mark.parametrize(("text", "lang"), [(RU_DIABETES, "ru"), (ZH_DIABETES, "zh")])
 def test_screen_blocks_signals_from_an_unsupported_language(
-    client: TestClient, text: str, lang: str
+    pinned: TestClient, text: str, lang: str
 ) -> None:
-    out = _screen(client, [text, "Any good planner app?"])
+    out = _screen(pinned, [text, "Any good planner app?"])
     (d,) = out["decisions"]
     assert d["decision"] == "blocked"
     reason = {"type": "unsupported_language", "label": None, "message_index": 0, "language": lang}
     assert reason in d["reasons"]
 
 
-def test_the_language_of_the_source_message_decides(client: TestClient) -> None:
+def test_the_language_of_the_source_message_decides(pinned: TestClient) -> None:
     messages = ["Can you recommend a good weekly planner app for work?", RU_DIABETES]
-    allowed = _screen(client, messages, sources=[0])["decisions"][0]
+    allowed = _screen(pinned, messages, sources=[0])["decisions"][0]
     assert not [r for r in allowed["reasons"] if r["type"] == "unsupported_language"]
-    blocked = _screen(client, messages, sources=[1])["decisions"][0]
+    blocked = _screen(pinned, messages, sources=[1])["decisions"][0]
     assert blocked["decision"] == "blocked"
     assert [r["type"] for r in blocked["reasons"]].count("unsupported_language") == 1
 
@@ -111,7 +128,37 @@ def test_score_mode_judges_unsupported_languages_anyway(shipped_model_dir: Path)
     assert not [r for r in reasons if r["type"] == "unsupported_language"]
 
 
-def test_model_info_names_its_supported_languages(client: TestClient) -> None:
-    info = client.get("/v1/model").json()
-    assert set(info["supported_languages"]) <= set(info["languages"]) | {"ru", "it", "pl", "pt"}
+def test_model_info_names_its_supported_languages(pinned: TestClient) -> None:
+    info = pinned.get("/v1/model").json()
+    assert info["supported_languages"] == ["ar", "en", "fr"]
     assert "en" in info["languages"]
+
+
+def test_the_shipped_declaration_follows_the_real_test(shipped_model_dir: Path) -> None:
+    """A model with a real test declares supported exactly the languages whose real-test
+    macro-F1 (over the labels with positives) reaches 0.80; one made before the real test
+    existed falls back to the languages it was trained on."""
+    artifact = ModelArtifact.load(shipped_model_dir)
+    metrics = json.loads((shipped_model_dir / "metrics.json").read_text(encoding="utf-8"))
+    if "real_test" not in metrics:
+        assert artifact.supported_languages == frozenset(artifact.languages)
+        return
+    earned = {
+        lang
+        for lang, r in metrics["real_test"]["per_language"].items()
+        if r["macro_f1_present"] >= 0.80
+    }
+    assert artifact.supported_languages == earned
+
+
+def test_the_shipped_model_blocks_by_default_where_its_judgement_ends(
+    shipped_model_dir: Path,
+) -> None:
+    """With the shipped declaration and default settings, a signal from an English message is
+    judged if English is supported and blocked with `unsupported_language` otherwise."""
+    supported = ModelArtifact.load(shipped_model_dir).supported_languages
+    settings = Settings(model_dir=shipped_model_dir, auth_required=False)
+    with TestClient(create_app(settings)) as c:
+        out = _screen(c, ["Can you recommend a good weekly planner app for work?"], [0])
+    reasons = [r for r in out["decisions"][0]["reasons"] if r["type"] == "unsupported_language"]
+    assert bool(reasons) == ("en" not in supported)
