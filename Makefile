@@ -11,7 +11,7 @@ AUTHORED := $(wildcard training/data/authored/*.jsonl) $(wildcard training/data/
 REAL := training/data/real/sources.json $(wildcard training/data/real/*/*.jsonl)
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-dev serve test test-slow lint data train evaluate export score bench bench-batch loadtest docker docker-test clean
+.PHONY: help install install-dev serve test test-slow lint data train evaluate export score bench bench-peers bench-batch loadtest docker docker-test clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -67,6 +67,16 @@ score: install ## score a dataset: make score INPUT=in.parquet OUTPUT=out.parque
 bench: install-dev $(SPLITS)/manifest.json ## HTTP load vs raw engine vs naive server; engine int8/fp32/PyTorch
 	$(BIN)/python bench/http_load.py --model-dir $(MODEL_DIR)
 	$(BIN)/python bench/engine.py --config $(CONFIG)
+
+PEERS := .venv-peers
+
+$(PEERS)/.ready: ## the peers' own environment (optimum pins an older transformers than training)
+	$(PYTHON) -m venv $(PEERS)
+	$(PEERS)/bin/pip install --disable-pip-version-check -q torch==2.13.0 "optimum-onnx[onnxruntime]==0.1.0" onnxruntime==1.32.0 fastapi==0.165.0 uvicorn==0.54.0
+	touch $@
+
+bench-peers: install-dev $(SPLITS)/manifest.json $(PEERS)/.ready ## the service vs optimum + a transformers pipeline, same model, c=1/8/32
+	$(BIN)/python -m bench.peers --model-dir $(MODEL_DIR) --peer-python $(PEERS)/bin/python
 
 bench-batch: install-dev ## batch scoring: 100k rows vs the raw engine, peak memory on 1M rows (~40 min)
 	$(BIN)/python -m bench.batch --model-dir $(MODEL_DIR)

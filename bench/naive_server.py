@@ -1,7 +1,11 @@
-"""The naive baseline for bench/http_load.py: the same fine-tuned weights on PyTorch behind a
-plain FastAPI route, one request at a time, no batching, no cache, no ONNX.
+"""The naive baseline for bench/http_load.py: the same model on PyTorch behind a plain FastAPI
+route, one request at a time, no batching, no cache, no ONNX; each message read alone (less
+work than the service, which reads the turns before it).
 
-Usage: python bench/naive_server.py RUN_CHECKPOINT_DIR PORT
+Usage: python bench/naive_server.py MODEL PORT
+MODEL is a training checkpoint (runs/<name>/checkpoint, after `make train`: the fine-tuned
+weights) or a base model (any transformers id or folder; `pkg:e5`, `pkg:minilm`): the same
+architecture with a new, untrained head of the same shape, which costs the same per request.
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ import torch
 import uvicorn
 from fastapi import FastAPI
 from pydantic import BaseModel
+from transformers import AutoTokenizer
 
+from training.config import LABELS, resolve_base_model
 from training.model import MultiLabelClassifier
 
 
@@ -22,10 +28,16 @@ class Body(BaseModel):
 
 
 def main() -> None:
-    checkpoint, port = Path(sys.argv[1]), int(sys.argv[2])
+    source, port = sys.argv[1], int(sys.argv[2])
     torch.set_num_threads(2)
-    model, tok, meta = MultiLabelClassifier.load(checkpoint)
-    labels = meta["config"]["labels"]  # type: ignore[index]
+    if (Path(source) / "checkpoint.json").exists():
+        model, tok, meta = MultiLabelClassifier.load(Path(source))
+        labels = list(meta["config"]["labels"])  # type: ignore[index]
+    else:
+        base = resolve_base_model(source)
+        labels = list(LABELS)
+        model = MultiLabelClassifier.from_base(base, len(labels)).eval()
+        tok = AutoTokenizer.from_pretrained(base)
     app = FastAPI()
 
     @app.post("/v1/classify")
