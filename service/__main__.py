@@ -100,7 +100,16 @@ def serve(args: argparse.Namespace) -> int:
 
 def score(args: argparse.Namespace) -> int:
     """Score a dataset file or folder; rows read = rows written + rows in errors."""
-    from service.batch import ProgressLine, score_dataset
+    try:
+        from service.batch import ProgressLine, score_dataset
+    except ImportError as exc:  # the service's install goes without the batch extra
+        if not (exc.name or "").startswith("pyarrow"):
+            raise
+        sys.stderr.write(
+            "cannot score: the score command needs pyarrow: "
+            "pip install 'sensitive-topics[batch]' (or make score)\n"
+        )
+        return 2
     from service.classifier import Classifier
     from service.settings import Settings
 

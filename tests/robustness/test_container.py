@@ -36,7 +36,8 @@ def test_dockerfile_serves_with_the_makefile_command() -> None:
 def test_container_is_non_root_with_model_and_healthcheck() -> None:
     docker = (ROOT / "Dockerfile").read_text()
     assert re.search(r"^USER (?!root)\w+", docker, re.M)
-    assert "COPY models/ models/" in docker
+    assert "ARG MODEL=e5-multi" in docker and "COPY models/${MODEL}/ models/${MODEL}/" in docker
+    assert "ST_MODEL_DIR=/app/models/${MODEL}" in docker
     assert re.search(r"^HEALTHCHECK .*readyz", docker, re.M | re.S)
     assert "ST_AUTH_REQUIRED=false" not in docker  # keys are required in the container
     assert docker.count("FROM ") >= 2  # multi-stage

@@ -81,3 +81,17 @@ def test_the_image_serves_with_keys_on_a_non_default_port(image: str) -> None:
         assert code == 0
     finally:
         docker("rm", "-f", name)
+
+
+def test_the_image_holds_what_the_service_needs_only(image: str) -> None:
+    """No torch, no pyarrow (the batch extra), no pip; the one model it serves; its size said."""
+    probe = docker(
+        "run", "--rm", "--entrypoint", "python", image, "-c",
+        "import importlib.util as u, os; "
+        "print([m for m in ('torch', 'pyarrow', 'pip', 'transformers') if u.find_spec(m)]); "
+        "print(sorted(os.listdir('/app/models')))",
+    )  # fmt: skip
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.split("\n")[:2] == ["[]", "['e5-multi']"]
+    size = int(docker("image", "inspect", image, "--format", "{{.Size}}").stdout.strip())
+    print(f"image size {size / 1e6:.0f} MB")

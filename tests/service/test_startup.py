@@ -75,3 +75,32 @@ def test_a_bad_blocked_region_stops_start_up() -> None:
     r = run_serve({"ST_AUTH_REQUIRED": "false", "ST_BLOCKED_REGIONS": "DE,EU"})
     assert r.returncode == 2
     assert "ST_BLOCKED_REGIONS" in r.stderr
+
+
+def test_the_service_runs_without_pyarrow(tmp_path: Path) -> None:
+    """The service's install (and image) goes without the batch extra: serving never imports
+    pyarrow, and the score command says what to install instead of a traceback."""
+    blocker = tmp_path / "sitecustomize.py"  # makes `import pyarrow` fail in the child
+    blocker.write_text("import sys\nsys.modules['pyarrow'] = None\n")
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{Path.cwd()}"}
+    app = subprocess.run(
+        [sys.executable, "-c", "import service.app, service.engine, service.__main__"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert app.returncode == 0, app.stderr[-500:]
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"text": "hello"}\n')
+    score = subprocess.run(
+        [sys.executable, "-m", "service", "score", str(src), "--output", str(tmp_path / "o.jsonl")]
+        + ["--text-column", "text"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert score.returncode == 2
+    assert "sensitive-topics[batch]" in score.stderr
+    assert "Traceback" not in score.stderr
