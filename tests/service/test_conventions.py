@@ -76,3 +76,25 @@ def test_docs_load_their_assets_from_the_service(client: TestClient) -> None:
         for url in assets:
             assert not url.startswith("http"), (page, url)
             assert client.get(url).status_code == 200, (page, url)
+
+
+def test_each_route_lives_in_the_module_of_its_area(client: TestClient) -> None:
+    """A reader finds a route by its file name: service/routes/<area>.py."""
+    from fastapi.routing import APIRoute
+
+    area = {
+        "/v1/classify": "classify",
+        "/v1/screen": "screen",
+        "/v1/model": "operations",
+        "/healthz": "operations",
+        "/readyz": "operations",
+        "/metrics": "operations",
+    }
+    found = {}
+    for r in client.app.routes:  # type: ignore[attr-defined]
+        # FastAPI keeps an included router as one entry holding the router's own routes
+        inner = getattr(getattr(r, "original_router", None), "routes", [r])
+        for route in inner:
+            if isinstance(route, APIRoute) and not route.path.startswith(("/docs", "/redoc")):
+                found[route.path] = route.endpoint.__module__
+    assert found == {path: f"service.routes.{name}" for path, name in area.items()}

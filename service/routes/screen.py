@@ -1,0 +1,79 @@
+"""`POST /v1/screen`: the signal gate. Fail-closed: any non-2xx answer means use none."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from service.classifier import model_role
+from service.gate import decide
+from service.routes.deps import (
+    ERRORS,
+    Authorized,
+    EngineDep,
+    ServiceError,
+    SettingsDep,
+    TenantDep,
+    bound,
+    check_messages,
+    model_ref,
+)
+from service.routes.results import transcript_result
+from service.schemas import Reason, ScreenRequest, ScreenResponse, SignalDecision
+
+router = APIRouter()
+
+
+@router.post(
+    "/v1/screen",
+    response_model=ScreenResponse,
+    summary="Allow or block each interest signal derived from a transcript.",
+    description="Fail-closed: any non-2xx answer means use none of these signals.",
+    dependencies=[Authorized],
+    responses=ERRORS,
+)
+async def screen(
+    request: Request,
+    body: ScreenRequest,
+    engine: EngineDep,
+    tenant: TenantDep,
+    settings: SettingsDep,
+) -> ScreenResponse:
+    check_messages(settings, body.messages)
+    bound("max_signals", settings.max_signals, len(body.signals))
+    for k, s in enumerate(body.signals):
+        for j, i in enumerate(s.source_messages or []):
+            if not 0 <= i < len(body.messages):
+                raise ServiceError(
+                    422,
+                    "invalid_request",
+                    f"signals[{k}].source_messages[{j}]: not the index of a message",
+                )
+    contents = [m.text for m in body.messages]
+    result = await engine.transcript(contents, [model_role(m.role) for m in body.messages], tenant)
+    langs = engine.languages(contents)
+    unsupported = langs.unsupported() if settings.unsupported_language == "block" else []
+    signal_scores = await engine.score([s.text for s in body.signals], tenant=tenant)
+    regions: frozenset[str] = request.app.state.regions
+    blocked_region = body.region in regions if body.region else settings.region_required
+    decisions = []
+    for s, score in zip(body.signals, signal_scores, strict=True):
+        d = decide(s.id, score, s.source_messages, result, blocked_region, unsupported)
+        decisions.append(
+            SignalDecision(
+                id=s.id,
+                decision="allowed" if d.allowed else "blocked",
+                reasons=[
+                    Reason(
+                        type=r.type,
+                        label=r.label,
+                        message_index=r.message_index,
+                        language=r.language,
+                    )
+                    for r in d.reasons
+                ],
+            )
+        )
+    single = transcript_result(body.messages, result, langs)
+    return ScreenResponse(
+        model=model_ref(engine), transcript=single.transcript, decisions=decisions
+    )
