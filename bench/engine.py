@@ -36,6 +36,46 @@ def rate(fn: Callable[[], None], n_seqs: int, seconds: float) -> float:
     return done / (time.perf_counter() - start)
 
 
+def parallel(cfg: TrainConfig, seconds: float) -> None:
+    """Messages per second of the shipped model through the scoring core, with the machine's
+    cores spent as one model call at a time over all of them, or as one single-threaded call
+    per core at once (what the service does by default: ST_MODEL_RUNS, ST_THREADS)."""
+    import os
+    import threading
+
+    from service.artifact import ModelArtifact
+    from service.classifier import Classifier
+
+    texts = list(load_splits(resolve(cfg.splits_dir))["test"]["text"])[:2048]
+    cores = len(os.sched_getaffinity(0))
+    print(f"{len(texts)} test-split messages; {cores} cores")
+    print(f"{'calls at once':>14}{'threads each':>14}{'batch':>7}{'msg/s':>9}")
+    for runs, threads in ((1, cores), (cores, 1)):
+        clf = Classifier(ModelArtifact.load(cfg.model_dir), threads=threads)
+        clf.score_texts(texts[:8])
+        for batch in (1, 32):
+            done = [0] * runs
+            stop = time.perf_counter() + seconds
+
+            def work(
+                i: int, b: int = batch, c: Classifier = clf, stop: float = stop, done: list = done
+            ) -> None:
+                k = i * 512
+                while time.perf_counter() < stop:
+                    c.score_texts(texts[k % len(texts) : k % len(texts) + b])
+                    k += b
+                    done[i] += b
+
+            workers = [threading.Thread(target=work, args=(i,)) for i in range(runs)]
+            start = time.perf_counter()
+            for w in workers:
+                w.start()
+            for w in workers:
+                w.join()
+            rate_ = sum(done) / (time.perf_counter() - start)
+            print(f"{runs:>14}{threads:>14}{batch:>7}{rate_:>9.1f}")
+
+
 def compare(cfg: TrainConfig, previous: Path, seconds: float) -> None:
     """The shipped model against a previous model directory, same messages, same core."""
     from service.artifact import ModelArtifact
@@ -78,8 +118,12 @@ def main() -> None:
     parser.add_argument("--config", default="training/configs/minilm-en.json")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--previous", type=Path, default=None)
+    parser.add_argument("--parallel", action="store_true")
     args = parser.parse_args()
     cfg = TrainConfig.load(resolve(args.config))
+    if args.parallel:
+        parallel(cfg, args.seconds)
+        return
     if args.previous is not None:
         compare(cfg, args.previous, args.seconds)
         return

@@ -42,9 +42,10 @@ log = logging.getLogger("service")
 def load_classifier(settings: Settings) -> Classifier:
     """Load the model directory named by the settings; raises ModelDirError if it is broken."""
     artifact = ModelArtifact.load(settings.model_dir)
+    _runs, threads = settings.model_parallelism()
     clf = Classifier(
         artifact,
-        threads=settings.threads,
+        threads=threads,
         batch_size=settings.batch_size,
         batch_cells=settings.batch_cells,
     )
@@ -125,6 +126,7 @@ def create_app(
             on_batch,
             settings.max_request_windows,
             getattr(app.state, "tracer", None),
+            settings.model_parallelism()[0],
         )
         engine.start()
         app.state.engine = engine

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -62,28 +63,37 @@ class MicroBatcher:
         queue_windows: int = 4096,
         on_batch: Callable[[int, float], None] | None = None,
         tracer: trace.Tracer | None = None,
+        runs: int = 1,
     ) -> None:
         self._run = run
+        self.runs = runs  # model calls at once, each collected and run by its own worker
         self.tracer = tracer or trace.NoOpTracer()
         self.max_windows, self.max_tokens = max_windows, max_tokens
         self.wait_s, self.queue_windows = wait_ms / 1000.0, queue_windows
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        # requests inside the engine (preparing or waiting), when the engine counts them: a
+        # batch waits for more work only while some of them are not in it yet
+        self.callers = 0
         self._on_batch = on_batch
         self.stats = BatchStats()
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._worker())
+        """Start the workers: while one waits for its model call, the next collects a batch
+        and runs it, so that `runs` calls proceed at once on their own threads."""
+        if not self._tasks:
+            loop = asyncio.get_running_loop()
+            self._tasks = [loop.create_task(self._worker()) for _ in range(self.runs)]
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             try:
-                await self._task
+                await task
             except asyncio.CancelledError:
                 pass
-            self._task = None
+        self._tasks = []
 
     async def submit(self, sequences: list[list[int]]) -> FloatArray:
         """Probabilities for these windows, computed in shared runs; Overloaded if full.
@@ -129,11 +139,22 @@ class MicroBatcher:
             self.stats.queued_windows -= len(job.sequences)
             self.stats.dropped_windows += len(job.sequences)
 
+    @contextmanager
+    def caller(self) -> Iterator[None]:
+        """Count a request from its arrival (before it is prepared) to its answer."""
+        self.callers += 1
+        try:
+            yield
+        finally:
+            self.callers -= 1
+
     async def _collect(self) -> list[_Job]:
         jobs = [await self._next()]
         windows, tokens = len(jobs[0].sequences), jobs[0].tokens
         deadline = time.monotonic() + self.wait_s
         while windows < self.max_windows and tokens < self.max_tokens:
+            if 0 < self.callers <= len(jobs) and self._queue.empty():
+                break  # every request there is is in this batch: waiting only adds latency
             timeout = deadline - time.monotonic()
             if timeout <= 0:
                 break

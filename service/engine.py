@@ -59,12 +59,20 @@ class ScoringEngine:
         on_batch: Callable[[int, float], None] | None = None,
         max_request_windows: int | None = None,
         tracer: trace.Tracer | None = None,
+        model_runs: int = 1,
     ) -> None:
         self.classifier = classifier
         self.cache: ScoreCache[TextScore] = ScoreCache(cache_entries)
         self.tracer = tracer or trace.NoOpTracer()
         self.batcher = MicroBatcher(
-            classifier.run, max_windows, max_tokens, wait_ms, queue_windows, on_batch, self.tracer
+            classifier.run,
+            max_windows,
+            max_tokens,
+            wait_ms,
+            queue_windows,
+            on_batch,
+            self.tracer,
+            model_runs,
         )
         self.max_request_windows = min(max_request_windows or queue_windows, queue_windows)
         self.version = f"{classifier.artifact.name}:{classifier.artifact.version}"
@@ -137,11 +145,12 @@ class ScoringEngine:
     ) -> list[TextScore]:
         """Scores of texts, each read after its context; cached messages cost no model time.
         `tenant` scopes the cache (one API key never sees another's cached messages)."""
-        with self.tracer.start_as_current_span("st.prepare") as span:
-            prep = await asyncio.to_thread(self._prepare_texts, texts, contexts, tenant)
-            span.set_attribute("st.messages", len(texts))
-            span.set_attribute("st.windows", prep.count)
-        return await self._run(prep)
+        with self.batcher.caller():
+            with self.tracer.start_as_current_span("st.prepare") as span:
+                prep = await asyncio.to_thread(self._prepare_texts, texts, contexts, tenant)
+                span.set_attribute("st.messages", len(texts))
+                span.set_attribute("st.windows", prep.count)
+            return await self._run(prep)
 
     async def transcripts(
         self, items: Sequence[tuple[Sequence[str], Sequence[str] | None]], tenant: str = ""
@@ -149,11 +158,12 @@ class ScoringEngine:
         """Several transcripts (contents, roles) scored together: their windows are counted as
         one request and share the model runs. Each message is read after the turns before it;
         a transcript is the union of its messages."""
-        with self.tracer.start_as_current_span("st.prepare") as span:
-            prep = await asyncio.to_thread(self._prepare_transcripts, items, tenant)
-            span.set_attribute("st.messages", len(prep.keys))
-            span.set_attribute("st.windows", prep.count)
-        scores = await self._run(prep)
+        with self.batcher.caller():
+            with self.tracer.start_as_current_span("st.prepare") as span:
+                prep = await asyncio.to_thread(self._prepare_transcripts, items, tenant)
+                span.set_attribute("st.messages", len(prep.keys))
+                span.set_attribute("st.windows", prep.count)
+            scores = await self._run(prep)
         out, pos = [], 0
         for contents, _ in items:
             out.append(self.classifier.aggregate(scores[pos : pos + len(contents)]))

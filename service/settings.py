@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -29,7 +30,18 @@ class Settings(BaseSettings):
     model_dir: Path = Field(DEFAULT_MODEL_DIR, description="Folder of the model to serve.")
     host: str = Field("127.0.0.1", description="Address to listen on.")
     port: int = Field(8000, ge=1, le=65535, description="Port to listen on.")
-    threads: int = Field(0, ge=0, description="onnxruntime intra-op threads; 0 = all cores.")
+    model_runs: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="Model calls run at once, each on its own thread; 0 = one per CPU core.",
+    )
+    threads: int = Field(
+        0,
+        ge=0,
+        description="onnxruntime intra-op threads per model call; 0 = the cores shared out "
+        "among the model calls run at once (one each when there is one call per core).",
+    )
     batch_size: int = Field(32, ge=1, le=1024, description="Windows per model call.")
     batch_cells: int = Field(
         512, ge=1, description="Padded tokens (rows x width) per model call; longer calls split."
@@ -119,6 +131,15 @@ class Settings(BaseSettings):
                 "keys (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
             )
         return keys
+
+    def model_parallelism(self) -> tuple[int, int]:
+        """(model calls run at once, intra-op threads of each): on these small encoders one
+        single-threaded call per core does more than one call spread over every core
+        (`bench/engine.py --parallel` prints both)."""
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+        cores = cores or os.cpu_count() or 1
+        runs = self.model_runs or cores
+        return runs, self.threads or max(1, cores // runs)
 
     def regions(self) -> frozenset[str]:
         """The blocked regions as ISO codes; SettingsError names a code that is not one."""

@@ -224,3 +224,42 @@ def test_transcripts_scored_together_match_one_by_one(classifier: Classifier) ->
         assert got.flags == alone.flags
         for lab in classifier.labels:  # int8 scales activations per model run
             assert got.scores[lab] == pytest.approx(alone.scores[lab], abs=1e-2)
+
+
+def test_model_calls_run_at_once_up_to_model_runs() -> None:
+    """Two batches ready at once run on two threads together: each call waits at a barrier
+    that only opens when both are inside (with one call at a time it would break)."""
+    barrier = threading.Barrier(2, timeout=5)
+
+    def run(seqs: Sequence[Sequence[int]]) -> np.ndarray:
+        barrier.wait()
+        return np.zeros((len(seqs), 3), np.float32)
+
+    async def main() -> None:
+        batcher = MicroBatcher(run, max_windows=2, wait_ms=0, runs=2)
+        batcher.start()
+        try:
+            out = await asyncio.gather(batcher.submit([[1]] * 2), batcher.submit([[2]] * 2))
+            assert [o.shape for o in out] == [(2, 3), (2, 3)]
+        finally:
+            await batcher.stop()
+
+    asyncio.run(main())
+
+
+def test_a_lone_request_does_not_wait_for_company() -> None:
+    """With every request in the engine already in the batch, the batch runs at once instead of
+    waiting out wait_ms for more work (here 5 s)."""
+
+    async def main() -> float:
+        batcher = MicroBatcher(lambda s: np.zeros((len(s), 3), np.float32), wait_ms=5000)
+        batcher.start()
+        try:
+            with batcher.caller():
+                started = time.monotonic()
+                await batcher.submit([[1, 2, 3]])
+                return time.monotonic() - started
+        finally:
+            await batcher.stop()
+
+    assert asyncio.run(main()) < 2.5
