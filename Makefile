@@ -68,16 +68,18 @@ export: ## ONNX export + int8 quantization + parity checks -> models/<name>/
 score: $(VENV)/.batch ## score a dataset: make score INPUT=in.parquet OUTPUT=out.parquet ARGS="--text-column text"
 	$(BIN)/sensitive-topics score $(INPUT) --output $(OUTPUT) --model-dir $(MODEL_DIR) $(ARGS)
 
-bench: install-dev $(SPLITS)/manifest.json ## HTTP load vs raw engine vs naive server; engine int8/fp32/PyTorch
-	$(BIN)/python bench/http_load.py --model-dir $(MODEL_DIR)
-	$(BIN)/python bench/engine.py --config $(CONFIG)
-
 PEERS := .venv-peers
 
 $(PEERS)/.ready: ## the peers' own environment (optimum pins an older transformers than training)
 	$(PYTHON) -m venv $(PEERS)
 	$(PEERS)/bin/pip install --disable-pip-version-check -q torch==2.13.0 "optimum-onnx[onnxruntime]==0.1.0" onnxruntime==1.32.0 fastapi==0.165.0 uvicorn==0.54.0
 	touch $@
+
+bench: install-dev $(SPLITS)/manifest.json $(PEERS)/.ready ## HTTP load vs raw engine vs naive server; peers; engine int8/fp32/PyTorch
+	$(BIN)/python bench/http_load.py --model-dir $(MODEL_DIR)
+	$(BIN)/python -m bench.peers --model-dir $(MODEL_DIR) --peer-python $(PEERS)/bin/python
+	$(BIN)/python bench/engine.py --config $(CONFIG)
+	$(BIN)/python bench/engine.py --config $(CONFIG) --parallel
 
 bench-peers: install-dev $(SPLITS)/manifest.json $(PEERS)/.ready ## the service vs optimum + a transformers pipeline, same model, c=1/8/32
 	$(BIN)/python -m bench.peers --model-dir $(MODEL_DIR) --peer-python $(PEERS)/bin/python
