@@ -52,6 +52,19 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], seconds: float = 120) ->
     raise RuntimeError("server did not start")
 
 
+def service_env(model_dir: Path, port: int) -> dict[str, str]:
+    """The environment of a benchmarked service: no keys, no cache, quiet logs; the rest (for
+    example ST_MODEL_RUNS) as the caller's environment says."""
+    return {
+        **os.environ,
+        "ST_AUTH_REQUIRED": "false",
+        "ST_MODEL_DIR": str(model_dir),
+        "ST_PORT": str(port),
+        "ST_LOG_LEVEL": "warning",
+        "ST_CACHE_ENTRIES": "0",
+    }
+
+
 def texts_of_realistic_length(n: int) -> list[str]:
     """Test-split messages (the lengths people really write), made unique per request."""
     import pyarrow.parquet as pq
@@ -199,14 +212,7 @@ def main() -> None:
     )
 
     port = free_port()
-    env = {
-        **os.environ,
-        "ST_AUTH_REQUIRED": "false",
-        "ST_MODEL_DIR": str(model_dir),
-        "ST_PORT": str(port),
-        "ST_LOG_LEVEL": "warning",
-        "ST_CACHE_ENTRIES": "0",
-    }
+    env = service_env(model_dir, port)
     service = subprocess.Popen([sys.executable, "-m", "service", "serve"], env=env)
     rows: dict[str, dict[str, float]] = {}
     try:

@@ -23,7 +23,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.http_load import REPO, free_port, load, texts_of_realistic_length, wait_ready
+from bench.http_load import (
+    REPO,
+    free_port,
+    load,
+    service_env,
+    texts_of_realistic_length,
+    wait_ready,
+)
 
 TARGETS = {1: 1.0, 32: 1.5}
 LEVELS = (1, 8, 32)
@@ -55,18 +62,10 @@ def main() -> None:
     model_dir = (Path(args.model_dir) if args.model_dir else DEFAULT_MODEL_DIR).resolve()
     texts = texts_of_realistic_length(20_000)
     port = free_port()
-    service_env = {
-        **os.environ,
-        "ST_AUTH_REQUIRED": "false",
-        "ST_MODEL_DIR": str(model_dir),
-        "ST_PORT": str(port),
-        "ST_LOG_LEVEL": "warning",
-        "ST_CACHE_ENTRIES": "0",
-    }
     rows: dict[str, dict[int, dict[str, float]]] = {}
     rows["service"] = measure(
         [sys.executable, "-m", "service", "serve"], port, "/readyz", texts, args.seconds,
-        service_env,
+        service_env(model_dir, port),
     )  # fmt: skip
     peer_env = {k: v for k, v in os.environ.items() if not k.startswith("ST_")}
     if Path(args.peer_python).exists():
