@@ -82,7 +82,9 @@ class LanguageDetector:
 
     def guess(self, text: str) -> LanguageGuess:
         """The language of one text alone ("und" when it is too short or unsure)."""
-        lang, score = self._raw(text)
+        return self._decide(text, *self._raw(text))
+
+    def _decide(self, text: str, lang: str, score: float) -> LanguageGuess:
         if len(_LETTERS.findall(text)) < self.min_chars or score < self.min_score:
             return LanguageGuess(UNKNOWN, score, "message")
         return LanguageGuess(lang, score, "message")
@@ -92,10 +94,12 @@ class LanguageDetector:
     ) -> TranscriptLanguages:
         """Each message's language (an unsure one takes the transcript's), and the
         transcript's own: all messages read together."""
-        lang, score = self._raw(" \n ".join(contents))
+        raws = [self._raw(text) for text in contents]
+        # one message is its own transcript: one model call, not two
+        lang, score = raws[0] if len(raws) == 1 else self._raw(" \n ".join(contents))
         whole = LanguageGuess(lang if score >= self.min_score else UNKNOWN, score, "transcript")
         out = []
-        for text in contents:
-            g = self.guess(text)
+        for text, raw in zip(contents, raws, strict=True):
+            g = self._decide(text, *raw)
             out.append(g if g.language != UNKNOWN else whole)
         return TranscriptLanguages(out, whole, supported)

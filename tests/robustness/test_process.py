@@ -19,20 +19,44 @@ import pytest
 from bench.http_load import free_port
 
 
-def start(model_dir: Path, **env: str) -> tuple[subprocess.Popen[bytes], str]:
+class Served(subprocess.Popen[bytes]):
+    """A server process whose output is read as it comes: a pipe nobody reads fills up, and a
+    server blocked writing a log line serves nothing more (nor exits on SIGTERM)."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        super().__init__(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.lines: list[bytes] = []
+        self._drains = [
+            threading.Thread(target=self._drain, args=(pipe,), daemon=True)
+            for pipe in (self.stdout, self.stderr)
+        ]
+        for t in self._drains:
+            t.start()
+
+    def _drain(self, pipe: IO[bytes] | None) -> None:
+        for line in pipe or ():
+            self.lines.append(line)
+
+    def logs(self) -> list[dict[str, object]]:
+        """The JSON log lines written so far (all of them once the process has exited)."""
+        if self.poll() is not None:
+            for t in self._drains:
+                t.join(10)
+        return [json.loads(x) for x in list(self.lines) if x.startswith(b"{")]
+
+
+def start(model_dir: Path, **env: str) -> tuple[Served, str]:
     port = free_port()
     clean = {k: v for k, v in os.environ.items() if not k.startswith("ST_")}
-    proc = subprocess.Popen(
+    proc = Served(
         [sys.executable, "-m", "service", "serve"],
-        env={
+        {
             **clean,
             "ST_AUTH_REQUIRED": "false",
             "ST_MODEL_DIR": str(model_dir),
             "ST_PORT": str(port),
             **env,
         },
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -87,8 +111,7 @@ def test_two_workers_each_hold_a_model(shipped_model_dir: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
-    logs = [json.loads(x) for x in proc.stderr.read().decode().splitlines() if x.startswith("{")]
-    assert sum(1 for x in logs if x.get("event") == "ready") == 2
+    assert sum(1 for x in proc.logs() if x.get("event") == "ready") == 2
 
 
 POLITICAL = "Which party should I vote for in the election?"
@@ -154,17 +177,6 @@ def ask(client: httpx.Client, url: str, text: str) -> str:
 
 def test_killed_worker_is_replaced_and_no_request_is_lost(shipped_model_dir: Path) -> None:
     proc, url = start(shipped_model_dir, ST_WORKERS="2")
-    logs: list[bytes] = []  # drain both pipes, or a full pipe would block the workers under load
-
-    def drain(pipe: IO[bytes]) -> None:
-        for line in pipe:
-            logs.append(line)
-
-    drains = [
-        threading.Thread(target=drain, args=(f,), daemon=True) for f in (proc.stdout, proc.stderr)
-    ]
-    for t in drains:
-        t.start()
     outcomes: list[tuple[float, str]] = []
     stop = threading.Event()
     give_up = time.monotonic() + 120  # every loop below is bounded
@@ -185,8 +197,7 @@ def test_killed_worker_is_replaced_and_no_request_is_lost(shipped_model_dir: Pat
         return cond()
 
     def ready_events() -> int:
-        lines = [x for x in list(logs) if x.startswith(b"{")]
-        return sum(1 for x in lines if json.loads(x).get("event") == "ready")
+        return sum(1 for x in proc.logs() if x.get("event") == "ready")
 
     load = [threading.Thread(target=drive, args=(i,), daemon=True) for i in range(8)]
     try:
@@ -237,7 +248,5 @@ def test_killed_worker_is_replaced_and_no_request_is_lost(shipped_model_dir: Pat
         except subprocess.TimeoutExpired:
             proc.kill()
             raise
-        for t in drains:
-            t.join(10)
     assert code == 0
     assert ready_events() == 3  # two workers at start, one replacement: one model each
