@@ -75,14 +75,21 @@ $(PEERS)/.ready: ## the peers' own environment (optimum pins an older transforme
 	$(PEERS)/bin/pip install --disable-pip-version-check -q torch==2.13.0 "optimum-onnx[onnxruntime]==0.1.0" onnxruntime==1.32.0 fastapi==0.165.0 uvicorn==0.54.0
 	touch $@
 
-bench: install-dev $(SPLITS)/manifest.json $(PEERS)/.ready ## HTTP load vs raw engine vs naive server; peers; engine int8/fp32/PyTorch
+INFINITY := .venv-infinity
+
+$(INFINITY)/.ready: ## infinity-emb's own environment (it pins numpy < 2 and an older uvicorn)
+	$(PYTHON) -m venv $(INFINITY)
+	$(INFINITY)/bin/pip install --disable-pip-version-check -q torch==2.13.0 "infinity-emb[optimum,server]==0.0.78" optimum==2.1.0 optimum-onnx==0.1.0 onnxruntime==1.32.0 transformers==4.57.6
+	touch $@
+
+bench: install-dev $(SPLITS)/manifest.json $(PEERS)/.ready $(INFINITY)/.ready ## HTTP load vs raw engine vs naive server; peers; engine int8/fp32/PyTorch
 	$(BIN)/python bench/http_load.py --model-dir $(MODEL_DIR)
-	$(BIN)/python -m bench.peers --model-dir $(MODEL_DIR) --peer-python $(PEERS)/bin/python
+	$(BIN)/python -m bench.peers --model-dir $(MODEL_DIR) --peer-python $(PEERS)/bin/python --infinity-python $(INFINITY)/bin/python
 	$(BIN)/python bench/engine.py --config $(CONFIG)
 	$(BIN)/python bench/engine.py --config $(CONFIG) --parallel
 
-bench-peers: install-dev $(SPLITS)/manifest.json $(PEERS)/.ready ## the service vs optimum + a transformers pipeline, same model, c=1/8/32
-	$(BIN)/python -m bench.peers --model-dir $(MODEL_DIR) --peer-python $(PEERS)/bin/python
+bench-peers: install-dev $(SPLITS)/manifest.json $(PEERS)/.ready $(INFINITY)/.ready ## the service vs optimum + a pipeline, and infinity-emb, same model, c=1/8/32
+	$(BIN)/python -m bench.peers --model-dir $(MODEL_DIR) --peer-python $(PEERS)/bin/python --infinity-python $(INFINITY)/bin/python
 
 bench-batch: install-dev ## batch scoring: 100k rows vs the raw engine, peak memory on 1M rows (~40 min)
 	$(BIN)/python -m bench.batch --model-dir $(MODEL_DIR)

@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -109,10 +110,22 @@ class Connection:
             self.writer.close()
 
 
-async def load(url: str, texts: list[str], concurrency: int, seconds: float) -> dict[str, float]:
+def transcript_body(text: str) -> bytes:
+    """A one-message transcript, as this service takes it."""
+    return json.dumps({"messages": [{"role": "user", "content": text}]}).encode()
+
+
+async def load(
+    url: str,
+    texts: list[str],
+    concurrency: int,
+    seconds: float,
+    body_of: Callable[[str], bytes] = transcript_body,
+) -> dict[str, float]:
     """A closed-loop load generator: `concurrency` keep-alive connections, each sending its
     next request when the last is answered. Plain asyncio streams, so that the generator takes
-    little of the CPU it shares with the server."""
+    little of the CPU it shares with the server. `body_of` makes a request body of one text
+    (a peer may want another shape)."""
     parsed = httpx.URL(url)
     latencies: list[float] = []
     errors = 0
@@ -127,9 +140,9 @@ async def load(url: str, texts: list[str], concurrency: int, seconds: float) -> 
                 i = next(counter, None)
                 if i is None:
                     return
-                body = json.dumps({"messages": [{"role": "user", "content": texts[i]}]})
+                body = body_of(texts[i])
                 t = time.perf_counter()
-                status, _, _ = await conn.post(parsed.path, body.encode())
+                status, _, _ = await conn.post(parsed.path, body)
                 latencies.append(time.perf_counter() - t)
                 errors += status != 200
         finally:
