@@ -76,7 +76,7 @@ class ScoringEngine:
         )
         self.max_request_windows = min(max_request_windows or queue_windows, queue_windows)
         self.version = f"{classifier.artifact.name}:{classifier.artifact.version}"
-        self.detector = LanguageDetector()
+        self.detector = LanguageDetector(cache_entries=cache_entries)
         self.supported = classifier.artifact.supported_languages
         self.context_chars = classifier.encoder.context_chars
         self.context_turns = classifier.encoder.context_turns
@@ -176,6 +176,7 @@ class ScoringEngine:
         """One transcript: each message read after the turns before it."""
         return (await self.transcripts([(contents, roles)], tenant))[0]
 
-    def languages(self, contents: Sequence[str]) -> TranscriptLanguages:
-        """The language of each message and of the transcript (microseconds: no model run)."""
-        return self.detector.transcript([normalize(t) for t in contents], self.supported)
+    def languages(self, contents: Sequence[str], tenant: str = "") -> TranscriptLanguages:
+        """The language of each message and of the transcript (microseconds: no model run;
+        messages seen before, by this tenant, are not identified again)."""
+        return self.detector.transcript([normalize(t) for t in contents], self.supported, tenant)

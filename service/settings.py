@@ -94,7 +94,9 @@ class Settings(BaseSettings):
         "or otlp (to the collector of the OTEL_EXPORTER_OTLP_* variables).",
     )
     # -- throughput -------------------------------------------------------------------------
-    cache_entries: int = Field(100_000, ge=0, description="Per-message score cache (LRU).")
+    cache_entries: int = Field(
+        100_000, ge=0, description="Per-message score cache and language cache (LRU, each)."
+    )
     batch_max_windows: int = Field(64, ge=1, description="Windows per shared model run.")
     batch_max_tokens: int = Field(8192, ge=64, description="Tokens per shared model run.")
     batch_wait_ms: float = Field(2.0, ge=0, le=1000, description="Wait for more work (ms).")

@@ -44,7 +44,7 @@ async def classify(
             contents, [model_role(m.role) for m in body.messages], tenant
         )
         count_flags(metrics, result)
-        single = transcript_result(body.messages, result, engine.languages(contents))
+        single = transcript_result(body.messages, result, engine.languages(contents, tenant))
         return ClassifyResponse(model=model_ref(engine), **single.model_dump())
     transcripts = body.transcripts or []
     bound("max_transcripts", settings.max_transcripts, len(transcripts))
@@ -62,5 +62,5 @@ async def classify(
     for t, r in zip(transcripts, scored, strict=True):
         count_flags(metrics, r)
         contents = [m.text for m in t.messages]
-        results.append(transcript_result(t.messages, r, engine.languages(contents), t.id))
+        results.append(transcript_result(t.messages, r, engine.languages(contents, tenant), t.id))
     return BatchClassifyResponse(model=model_ref(engine), results=results)

@@ -50,7 +50,7 @@ async def screen(
                 )
     contents = [m.text for m in body.messages]
     result = await engine.transcript(contents, [model_role(m.role) for m in body.messages], tenant)
-    langs = engine.languages(contents)
+    langs = engine.languages(contents, tenant)
     unsupported = langs.unsupported() if settings.unsupported_language == "block" else []
     signal_scores = await engine.score([s.text for s in body.signals], tenant=tenant)
     regions: frozenset[str] = request.app.state.regions

@@ -53,6 +53,31 @@ def test_a_short_message_takes_the_transcript_language(detector: LanguageDetecto
     assert langs.unsupported() == []
 
 
+def test_a_message_seen_before_is_not_identified_again() -> None:
+    """The cache holds what the identifier said, by digest (no text), per scope: a transcript
+    re-sent with one new message asks the identifier about the new message and the whole."""
+    det = LanguageDetector(cache_entries=100)
+    calls: list[str] = []
+    detect = det._detector.detect
+
+    def counting(text: str, **kw: object) -> object:
+        calls.append(text)
+        return detect(text, **kw)
+
+    det._detector.detect = counting
+    convo = ["I was diagnosed with type 2 diabetes last month", "Sorry to hear that."]
+    first = det.transcript(convo, frozenset({"en"}), scope="a")
+    assert len(calls) == 3  # two messages and the whole
+    again = det.transcript([*convo, "Je cherche un agenda papier"], frozenset({"en"}), scope="a")
+    assert len(calls) == 5  # only the new message and the new whole
+    assert again.messages[:2] == first.messages
+    assert again.messages[2].language == "fr"
+    det.transcript(convo, frozenset({"en"}), scope="b")  # another tenant: asked again
+    assert len(calls) == 8
+    assert all(isinstance(k, bytes) and len(k) == 16 for k in det.cache._data)
+    assert LanguageDetector().transcript(convo).messages == first.messages  # no cache: same
+
+
 @pytest.fixture(scope="module")
 def pinned(
     shipped_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
