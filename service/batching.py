@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ class Overloaded(Exception):
 class _Job:
     sequences: list[list[int]]
     future: asyncio.Future[FloatArray]
+    owner: int = 0  # the submission it is part of: one batch takes one part of each
     tokens: int = field(init=False)
     queued_ns: int = field(init=False)
     parent: trace.SpanContext = field(init=False)  # the request's span, for tracing
@@ -98,10 +100,13 @@ class MicroBatcher:
     async def submit(self, sequences: list[list[int]]) -> FloatArray:
         """Probabilities for these windows, computed in shared runs; Overloaded if full.
 
-        All the windows are counted against the queue at once; more than `max_windows` are
-        queued a run's worth at a time, so that other requests' work interleaves with a big
-        one. A caller that is cancelled (its client has gone) leaves nothing behind: what it
-        queued is dropped before it runs.
+        All the windows are counted against the queue at once. A big request is cut into
+        parts of at most `max_windows`, and of about an equal share for each of the `runs`
+        workers, and keeps at most `runs` parts queued at a time: its parts run side by side
+        on the workers (one request of many transcripts uses every core, as many small
+        requests do), and other requests' work still interleaves with it. A caller that is
+        cancelled (its client has gone) leaves nothing behind: what it queued is dropped
+        before it runs.
         """
         if not sequences:
             return np.zeros((0, 0), np.float32)
@@ -110,22 +115,33 @@ class MicroBatcher:
             raise Overloaded
         loop = asyncio.get_running_loop()
         self.stats.queued_windows += n
+        size = max(1, min(self.max_windows, -(-n // self.runs)))
+        owner = id(sequences)
         parts: list[FloatArray] = []
         pos = 0
-        job: _Job | None = None
+        queued: deque[_Job] = deque()
         try:
-            while pos < n:
-                job = _Job(sequences[pos : pos + self.max_windows], loop.create_future())
-                pos += len(job.sequences)
-                self._queue.put_nowait(job)  # from here the worker accounts for its windows
-                parts.append(await job.future)
-                job = None
+            while pos < n or queued:
+                while pos < n and len(queued) < self.runs:
+                    job = _Job(sequences[pos : pos + size], loop.create_future(), owner)
+                    pos += len(job.sequences)
+                    self._queue.put_nowait(job)  # from here the worker accounts for its windows
+                    queued.append(job)
+                parts.append(await queued[0].future)
+                queued.popleft()
         except BaseException:
-            if job is not None and not job.future.done():
-                job.future.cancel()  # the worker drops it when it comes to it
+            for job in queued:
+                if not job.future.done():
+                    job.future.cancel()  # the worker drops it when it comes to it
             self.stats.queued_windows -= n - pos  # the part never queued
             raise
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def _next_is_part_of(self, jobs: list[_Job]) -> bool:
+        """Whether the next queued job is another part of a submission in `jobs` (it belongs
+        on another worker, so that the parts run side by side)."""
+        waiting: deque[_Job] = self._queue._queue  # type: ignore[attr-defined]
+        return bool(waiting) and waiting[0].owner in {j.owner for j in jobs}
 
     async def _next(self, timeout: float | None = None) -> _Job:
         """The next job whose caller still waits; cancelled ones are dropped unrun."""
@@ -155,6 +171,8 @@ class MicroBatcher:
         while windows < self.max_windows and tokens < self.max_tokens:
             if 0 < self.callers <= len(jobs) and self._queue.empty():
                 break  # every request there is is in this batch: waiting only adds latency
+            if self.runs > 1 and self._next_is_part_of(jobs):
+                break
             timeout = deadline - time.monotonic()
             if timeout <= 0:
                 break

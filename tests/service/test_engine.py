@@ -247,6 +247,33 @@ def test_model_calls_run_at_once_up_to_model_runs() -> None:
     asyncio.run(main())
 
 
+def test_one_big_request_runs_its_parts_side_by_side() -> None:
+    """One request of many windows is cut into a part per model run, run at once on the
+    workers (each call waits at a barrier that only opens with two calls inside: queued one
+    part after the other, or both parts in one batch, it breaks), and its rows come back in
+    order."""
+    barrier = threading.Barrier(2, timeout=5)
+    calls: list[int] = []
+
+    def run(seqs: Sequence[Sequence[int]]) -> np.ndarray:
+        calls.append(len(seqs))
+        barrier.wait()
+        return np.array([[s[0], 0, 0] for s in seqs], np.float32)
+
+    async def main() -> np.ndarray:
+        batcher = MicroBatcher(run, max_windows=64, wait_ms=50, runs=2)
+        batcher.start()
+        try:
+            with batcher.caller():
+                return await batcher.submit([[i] for i in range(85)])
+        finally:
+            await batcher.stop()
+
+    out = asyncio.run(main())
+    assert sorted(calls) == [42, 43]
+    assert out[:, 0].tolist() == list(range(85))
+
+
 def test_a_lone_request_does_not_wait_for_company() -> None:
     """With every request in the engine already in the batch, the batch runs at once instead of
     waiting out wait_ms for more work (here 5 s)."""
