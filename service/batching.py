@@ -23,6 +23,11 @@ FloatArray = npt.NDArray[np.float32]
 RunFn = Callable[[Sequence[Sequence[int]]], FloatArray]
 
 
+# Windows below which a request is not cut for the model runs: a second core gains little on
+# a few windows, and each part costs a batch slot and a thread hop.
+MIN_PART = 16
+
+
 class Overloaded(Exception):
     """The work queue is full."""
 
@@ -102,11 +107,11 @@ class MicroBatcher:
 
         All the windows are counted against the queue at once. A big request is cut into
         parts of at most `max_windows`, and of about an equal share for each of the `runs`
-        workers, and keeps at most `runs` parts queued at a time: its parts run side by side
-        on the workers (one request of many transcripts uses every core, as many small
-        requests do), and other requests' work still interleaves with it. A caller that is
-        cancelled (its client has gone) leaves nothing behind: what it queued is dropped
-        before it runs.
+        workers (a request of up to MIN_PART windows stays whole), and keeps at most `runs`
+        parts queued at a time: its parts run side by side on the workers (one request of
+        many transcripts uses every core, as many small requests do), and other requests'
+        work still interleaves with it. A caller that is cancelled (its client has gone)
+        leaves nothing behind: what it queued is dropped before it runs.
         """
         if not sequences:
             return np.zeros((0, 0), np.float32)
@@ -115,7 +120,7 @@ class MicroBatcher:
             raise Overloaded
         loop = asyncio.get_running_loop()
         self.stats.queued_windows += n
-        size = max(1, min(self.max_windows, -(-n // self.runs)))
+        size = min(self.max_windows, max(MIN_PART, -(-n // self.runs)))
         owner = id(sequences)
         parts: list[FloatArray] = []
         pos = 0
