@@ -28,41 +28,12 @@ ONNX graph optimisation is off (--onnx-disable-optimize): the file is already qu
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
 from pathlib import Path
 
-
-def hf_folder(model_dir: Path, out: Path) -> tuple[list[str], int]:
-    """A transformers folder for the model directory; returns its labels and max_length."""
-    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-    labels = list(config["labels"])
-    max_length = int(config.get("max_length", 128))
-    hf = {
-        "model_type": "bert",
-        "architectures": ["BertForSequenceClassification"],
-        "problem_type": "multi_label_classification",
-        "id2label": dict(enumerate(labels)),
-        "label2id": {x: i for i, x in enumerate(labels)},
-        "vocab_size": config["vocab_size"],
-        "pad_token_id": config["pad_token_id"],
-        "max_position_embeddings": 512,
-    }
-    (out / "config.json").write_text(json.dumps(hf), encoding="utf-8")
-    tok_config = {
-        "tokenizer_class": "PreTrainedTokenizerFast",
-        "bos_token": "<s>",
-        "eos_token": "</s>",
-        "unk_token": "<unk>",
-        "pad_token": "<pad>",
-        "model_max_length": max_length,
-    }
-    (out / "tokenizer_config.json").write_text(json.dumps(tok_config), encoding="utf-8")
-    os.symlink((model_dir / "model.onnx").resolve(), out / "model.onnx")
-    os.symlink((model_dir / "tokenizer.json").resolve(), out / "tokenizer.json")
-    return labels, max_length
+from hf_folder import transformers_folder  # bench/, the script's own folder
 
 
 def patch_truncation(max_length: int, pipe_batch: int | None) -> None:
@@ -82,7 +53,7 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="st-infinity-"))
     folder = scratch / model_dir.name
     folder.mkdir()
-    _, max_length = hf_folder(model_dir, folder)
+    _, max_length = transformers_folder(model_dir, folder, tokenizer=True)
     # nothing from a hub, no telemetry, caches in the scratch folder
     os.environ.update(
         HF_HUB_OFFLINE="1",

@@ -14,14 +14,13 @@ labels, the ONNX file and the tokenizer.
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 import tempfile
 from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
+from hf_folder import transformers_folder  # bench/, the script's own folder
 from optimum.onnxruntime import ORTModelForSequenceClassification
 from pydantic import BaseModel
 from transformers import PreTrainedTokenizerFast, pipeline
@@ -31,29 +30,10 @@ class Body(BaseModel):
     messages: list[dict[str, str]]
 
 
-def hf_folder(model_dir: Path, out: Path) -> list[str]:
-    """A transformers folder for the model directory; returns its labels."""
-    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-    labels = list(config["labels"])
-    hf = {
-        "model_type": "bert",
-        "architectures": ["BertForSequenceClassification"],
-        "problem_type": "multi_label_classification",
-        "id2label": dict(enumerate(labels)),
-        "label2id": {x: i for i, x in enumerate(labels)},
-        "vocab_size": config["vocab_size"],
-        "pad_token_id": config["pad_token_id"],
-        "max_position_embeddings": 512,
-    }
-    (out / "config.json").write_text(json.dumps(hf), encoding="utf-8")
-    os.symlink((model_dir / "model.onnx").resolve(), out / "model.onnx")
-    return labels
-
-
 def main() -> None:
     model_dir, port = Path(sys.argv[1]), int(sys.argv[2])
     folder = Path(tempfile.mkdtemp(prefix="st-optimum-"))
-    labels = hf_folder(model_dir, folder)
+    labels, _ = transformers_folder(model_dir, folder)
     model = ORTModelForSequenceClassification.from_pretrained(folder, file_name="model.onnx")
     tok = PreTrainedTokenizerFast(
         tokenizer_file=str(model_dir / "tokenizer.json"),
