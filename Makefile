@@ -87,6 +87,7 @@ bench: install-dev $(SPLITS)/manifest.json $(PEERS)/.ready $(INFINITY)/.ready ##
 	$(BIN)/python -m bench.peers --model-dir $(MODEL_DIR) --peer-python $(PEERS)/bin/python --infinity-python $(INFINITY)/bin/python
 	$(BIN)/python bench/engine.py --config $(CONFIG)
 	$(BIN)/python bench/engine.py --config $(CONFIG) --parallel
+	$(BIN)/python -m bench.loop_prepare --seconds 6
 
 bench-peers: install-dev $(SPLITS)/manifest.json $(PEERS)/.ready $(INFINITY)/.ready ## the service vs optimum + a pipeline, and infinity-emb, same model, c=1/8/32
 	$(BIN)/python -m bench.peers --model-dir $(MODEL_DIR) --peer-python $(PEERS)/bin/python --infinity-python $(INFINITY)/bin/python
