@@ -23,7 +23,7 @@ from typing import Any
 
 from training.config import LABELS, resolve
 from training.fetch import load_sources
-from training.selection import OUT_DIR, read
+from training.selection import METHODS, OUT_DIR, read
 
 SHEETS = "build/real/labelling"
 ADJUDICATED = "zz-adjudicated"  # sorts last among the answers files, so its labels win
@@ -41,7 +41,7 @@ def ref(row: dict[str, Any]) -> str:
 
 def selected() -> dict[str, dict[str, Any]]:
     rows: dict[str, dict[str, Any]] = {}
-    for method in ("uniform", "keyword", "model"):
+    for method in METHODS:
         path = resolve(OUT_DIR) / f"{method}.jsonl"
         if path.exists():
             for r in read(path):

@@ -6,6 +6,9 @@ Three recorded ways, each with a fixed seed (the labels files keep the method pe
   model    the items the shipped model scores highest on in each big unlabelled pool (its
            likely false positives). Pools hold only train groups and no item already taken.
   keyword  keyword searches for likely positives, from the same pools.
+  chat     more whole chitchat conversations from the same pools (a second round, after the
+           1.2.0 misses: personal stories whose topic is several turns back): per label, those
+           with at least two keyword hits, and as many again drawn at random.
 A label never comes from the selection method: every selected item is read and labelled.
 
 Splits are per group (a conversation, a Bible book across its translations, a fortune file or
@@ -17,6 +20,7 @@ model never scores an item of a test or validation group.
     python -m training.selection uniform   # writes build/real/selection/uniform.jsonl
     python -m training.selection model     # needs the items and the shipped model
     python -m training.selection keyword
+    python -m training.selection chat      # after the other three
 """
 
 from __future__ import annotations
@@ -72,6 +76,7 @@ UNIFORM: dict[tuple[str, str], int] = {
                                  "pl", "pt")},
 }  # fmt: skip
 CHAT_MAX = 60  # messages: longer conversations are left out of the keyword and model picks
+METHODS = ("uniform", "keyword", "model", "chat")  # chat is the last round
 BLOCK = 50  # a fortune file with more items is grouped in blocks of this many neighbours
 
 
@@ -181,6 +186,32 @@ def keyword(exclude: set[str], items_dir: str = ITEMS_DIR) -> list[dict[str, Any
     return out
 
 
+# conversations per label with two or more keyword hits, and conversations drawn at random
+CHAT_ROUND: dict[str, int] = {"health": 14, "religion": 10, "politics": 6}
+CHAT_RANDOM = 10
+
+
+def chat(exclude: set[str], items_dir: str = ITEMS_DIR) -> list[dict[str, Any]]:
+    """A second round of chitchat conversations for train: likely positives by keyword (the
+    real-validation misses of 1.2.0 were chat messages inside long personal stories) and
+    random ones (real small talk, mostly unlabelled). Never a reserved conversation (they are
+    not among the items) nor one taken before."""
+    rng = random.Random(SEED + 3)
+    out: list[dict[str, Any]] = []
+    pats = {lab: re.compile(p, re.I) for lab, p in KEYWORDS.items()}
+    chat_items = [it for it in load("chitchat", items_dir) if _poolable(it, exclude)]
+    convs = {c: ms for c, ms in conversations(chat_items).items() if len(ms) <= CHAT_MAX}
+    for lab, n in CHAT_ROUND.items():
+        hits = sorted(
+            c for c, ms in convs.items() if sum(bool(pats[lab].search(m["text"])) for m in ms) >= 2
+        )
+        for conv in rng.sample(hits, min(n, len(hits))):
+            out += [record(m, f"chat:{lab}", "train") for m in convs.pop(conv)]
+    for conv in rng.sample(sorted(convs), min(CHAT_RANDOM, len(convs))):
+        out += [record(m, "chat:random", "train") for m in convs.pop(conv)]
+    return out
+
+
 # (source, language, items per label) for the model's top scores; chitchat: conversations.
 MODEL_POOLS: list[tuple[str, str, int]] = [
     ("chitchat", "en", 6),
@@ -267,7 +298,7 @@ def read(path: Path) -> list[dict[str, Any]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("method", choices=("uniform", "model", "keyword"))
+    parser.add_argument("method", choices=METHODS)
     parser.add_argument("--model-dir", default="models/e5-multi")
     args = parser.parse_args()
     logging.basicConfig(level="INFO", format="%(asctime)s %(message)s")
@@ -276,12 +307,15 @@ def main() -> None:
         rows = uniform()
     else:
         taken = read(out / "uniform.jsonl")
-        for other in ("keyword", "model"):
+        # keyword and model exclude each other; chat, the last round, excludes both
+        for other in METHODS[1:3]:
             if other != args.method and (out / f"{other}.jsonl").exists():
                 taken += read(out / f"{other}.jsonl")
         exclude = {f"{r['source']}/{r['key']}" for r in taken}
         if args.method == "keyword":
             rows = keyword(exclude)
+        elif args.method == "chat":
+            rows = chat(exclude)
         else:
             rows = model_top(exclude, resolve(args.model_dir))
     write(rows, out / f"{args.method}.jsonl")

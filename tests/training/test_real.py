@@ -217,3 +217,41 @@ def test_join_builds_records_by_key_and_never_reads_reserved_chat(cache: Path) -
         "me too",
     ]
     assert [m["labels"] for m in rec["messages"]] == [["health"], [], ["health"]]
+
+
+def test_the_chat_round_takes_whole_train_conversations_never_reserved_nor_taken(
+    tmp_path: Path,
+) -> None:
+    from training.selection import chat, split_group
+
+    topics = ["my doctor says the surgery went fine", "we went to church and prayed", "the pizza"]
+    items = []
+    for c in range(400):
+        conv = f"conv-{c}"
+        for pos in range(4):
+            text = topics[c % 3] if pos % 2 == 0 else "ok cool"
+            items.append({"key": f"{conv}:{pos}", "lang": "en", "group": conv, "origin": "chat",
+                          "text": text, "conv": conv, "pos": pos, "speaker": "AB"[pos % 2]})  # fmt: skip
+    (tmp_path / "chitchat.jsonl").write_text("".join(json.dumps(it) + "\n" for it in items))
+    taken_conv = next(
+        f"conv-{c}" for c in range(400)
+        if split_of(split_group({"group": f"conv-{c}", "origin": "chat"}, "chitchat")) == "train"
+        and not chitchat_reserved(f"conv-{c}")
+    )  # fmt: skip
+    exclude = {f"chitchat/{taken_conv}:{p}" for p in range(4)}
+    rows = chat(exclude, items_dir=str(tmp_path))
+    by_conv: dict[str, list[dict[str, object]]] = defaultdict(list)
+    for r in rows:
+        by_conv[str(r["conv"])].append(r)
+    assert taken_conv not in by_conv
+    for conv, msgs in by_conv.items():
+        assert not chitchat_reserved(conv)
+        assert split_of(f"chitchat:{conv}") == "train"
+        assert sorted(int(str(m["pos"])) for m in msgs) == [0, 1, 2, 3]  # whole conversations
+        assert {m["split"] for m in msgs} == {"train"}
+    tags = {str(r["selection"]) for r in rows}
+    assert {"chat:health", "chat:religion", "chat:random"} <= tags
+    # a keyword pick really holds the label's words: a pizza conversation is never chat:health
+    for r in rows:
+        if r["selection"] == "chat:health":
+            assert "pizza" not in by_conv[str(r["conv"])][0]["text"]  # type: ignore[operator]
