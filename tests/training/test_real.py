@@ -226,12 +226,22 @@ def test_the_chat_round_takes_whole_train_conversations_never_reserved_nor_taken
 
     topics = ["my doctor says the surgery went fine", "we went to church and prayed", "the pizza"]
     items = []
-    for c in range(400):
+    for c in range(400):  # fmt: skip
         conv = f"conv-{c}"
         for pos in range(4):
             text = topics[c % 3] if pos % 2 == 0 else "ok cool"
-            items.append({"key": f"{conv}:{pos}", "lang": "en", "group": conv, "origin": "chat",
-                          "text": text, "conv": conv, "pos": pos, "speaker": "AB"[pos % 2]})  # fmt: skip
+            items.append(
+                {
+                    "key": f"{conv}:{pos}",
+                    "lang": "en",
+                    "group": conv,
+                    "origin": "chat",
+                    "text": text,
+                    "conv": conv,
+                    "pos": pos,
+                    "speaker": "AB"[pos % 2],
+                }
+            )
     (tmp_path / "chitchat.jsonl").write_text("".join(json.dumps(it) + "\n" for it in items))
     taken_conv = next(
         f"conv-{c}" for c in range(400)
