@@ -1,13 +1,14 @@
-"""What preparing requests off the event loop gives: the service as shipped (each request
-normalised, read after its turns, looked up in the cache and tokenised in a worker thread)
-against the same service with that step run on the event loop, alternating, same texts.
+"""What preparing small requests on the event loop gives: the service as shipped (a request
+of up to `service.engine.INLINE_CHARS` characters normalised, read after its turns, looked up
+in the cache, tokenised and its languages identified on the event loop; a bigger one in a
+worker thread) against the same service with every request prepared in a worker thread,
+alternating, same texts.
 
     .venv/bin/python -m bench.loop_prepare [--seconds 8] [--rounds 2]
 
-The second server is this very code with one change made at start-up (the engine's
-`asyncio.to_thread` for the prepare step replaced by a direct call); the model calls stay on
-their threads in both. One-message transcripts from the test split, cache off, concurrency 32
-and 1.
+The second server is this very code with one change made at start-up (INLINE_CHARS set to 0);
+the model calls stay on their threads in both. One-message transcripts from the test split
+(all under the bound), cache off, concurrency 32 and 1.
 """
 
 from __future__ import annotations
@@ -19,24 +20,21 @@ import sys
 
 from bench.http_load import free_port, load, service_env, texts_of_realistic_length, wait_ready
 
-ON_LOOP = """
-import sys, types, asyncio
+ALWAYS_THREAD = """
+import sys
 import service.engine as engine
 
-async def _inline(fn, *args, **kwargs):
-    return fn(*args, **kwargs)
-
-engine.asyncio = types.SimpleNamespace(to_thread=_inline)
+engine.INLINE_CHARS = 0
 from service.__main__ import main
 sys.exit(main(["serve"]))
 """
 
 
-def serve(on_loop: bool) -> list[str]:
-    """The command of the service, with its prepare step on the event loop or not."""
-    if on_loop:
-        return [sys.executable, "-c", ON_LOOP]
-    return [sys.executable, "-m", "service", "serve"]
+def serve(shipped: bool) -> list[str]:
+    """The command of the service as shipped, or with every request prepared in a thread."""
+    if shipped:
+        return [sys.executable, "-m", "service", "serve"]
+    return [sys.executable, "-c", ALWAYS_THREAD]
 
 
 def main() -> None:
@@ -47,12 +45,12 @@ def main() -> None:
     from service.settings import DEFAULT_MODEL_DIR
 
     texts = texts_of_realistic_length(40_000)
-    results: dict[str, dict[int, list[float]]] = {"worker thread": {}, "event loop": {}}
+    results: dict[str, dict[int, list[float]]] = {"event loop": {}, "worker thread": {}}
     servers = {}
     try:
-        for name, on_loop in (("worker thread", False), ("event loop", True)):
+        for name, shipped in (("event loop", True), ("worker thread", False)):
             port = free_port()
-            proc = subprocess.Popen(serve(on_loop), env=service_env(DEFAULT_MODEL_DIR, port))
+            proc = subprocess.Popen(serve(shipped), env=service_env(DEFAULT_MODEL_DIR, port))
             wait_ready(f"http://127.0.0.1:{port}/readyz", proc)
             servers[name] = (proc, port)
         for _ in range(args.rounds):
@@ -71,8 +69,8 @@ def main() -> None:
             f"{name:<16}" + "".join(f"{' / '.join(f'{x:.1f}' for x in by[c]):>24}" for c in (32, 1))
         )
     for c in (32, 1):
-        a, b = sum(results["worker thread"][c]), sum(results["event loop"][c])
-        print(f"worker thread / event loop at c={c}: {a / b:.2f}x")
+        a, b = sum(results["event loop"][c]), sum(results["worker thread"][c])
+        print(f"shipped (event loop) / worker thread at c={c}: {a / b:.2f}x")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,11 @@
 """The async scoring front shared by the API routes: cache, then shared batched model runs.
 
 A request is prepared whole before any of it is queued: its texts are normalised, read after
-their turns, looked up in the cache and tokenised into windows in a worker thread (the
-tokenizer releases the GIL), and its windows are counted. A request that can never fit is
+their turns, looked up in the cache, tokenised into windows and (when asked) their languages
+identified, and its windows are counted. A small request (up to INLINE_CHARS characters) is
+prepared on the event loop: a few hundred microseconds, less than the hop to a worker thread
+and back. A bigger one is prepared in a worker thread, so that the loop keeps answering
+(/healthz among others) while it is tokenised. A request that can never fit is
 refused (RequestTooLarge) before it costs any model time; one that fits waits for one or a few
 shared model runs.
 """
@@ -22,6 +25,8 @@ from service.classifier import Classifier, TextScore, TranscriptScore
 from service.language import LanguageDetector, TranscriptLanguages
 from service.text import normalize
 
+INLINE_CHARS = 2_000  # characters of a request (all its messages) prepared on the event loop
+
 
 class RequestTooLarge(Exception):
     """A request needs more token windows than one request may use: it can never fit."""
@@ -29,6 +34,14 @@ class RequestTooLarge(Exception):
     def __init__(self, windows: int, limit: int) -> None:
         super().__init__(f"at least {windows} windows, over the bound of {limit}")
         self.windows, self.limit = windows, limit
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One transcript read: its scores and its languages."""
+
+    score: TranscriptScore
+    languages: TranscriptLanguages
 
 
 @dataclass
@@ -112,15 +125,21 @@ class ScoringEngine:
         return self._prepare(clean, ctx, tenant)
 
     def _prepare_transcripts(
-        self, items: Sequence[tuple[Sequence[str], Sequence[str] | None]], tenant: str
-    ) -> _Prepared:
+        self,
+        items: Sequence[tuple[Sequence[str], Sequence[str] | None]],
+        tenant: str,
+        languages: bool = False,
+    ) -> tuple[_Prepared, list[TranscriptLanguages]]:
         clean: list[str] = []
         ctx: list[str] = []
+        langs: list[TranscriptLanguages] = []
         for contents, roles in items:
             texts = [normalize(t) for t in contents]  # once: each is also a later one's context
             clean += texts
             ctx += self.classifier.encoder.contexts(texts, roles)
-        return self._prepare(clean, ctx, tenant)
+            if languages:
+                langs.append(self.detector.transcript(texts, self.supported, tenant))
+        return self._prepare(clean, ctx, tenant), langs
 
     # -- running ------------------------------------------------------------------------------
     async def _run(self, prep: _Prepared) -> list[TextScore]:
@@ -147,20 +166,29 @@ class ScoringEngine:
         `tenant` scopes the cache (one API key never sees another's cached messages)."""
         with self.batcher.caller():
             with self.tracer.start_as_current_span("st.prepare") as span:
-                prep = await asyncio.to_thread(self._prepare_texts, texts, contexts, tenant)
+                if sum(map(len, texts)) + sum(map(len, contexts or ())) <= INLINE_CHARS:
+                    prep = self._prepare_texts(texts, contexts, tenant)
+                else:
+                    prep = await asyncio.to_thread(self._prepare_texts, texts, contexts, tenant)
                 span.set_attribute("st.messages", len(texts))
                 span.set_attribute("st.windows", prep.count)
             return await self._run(prep)
 
-    async def transcripts(
-        self, items: Sequence[tuple[Sequence[str], Sequence[str] | None]], tenant: str = ""
-    ) -> list[TranscriptScore]:
-        """Several transcripts (contents, roles) scored together: their windows are counted as
-        one request and share the model runs. Each message is read after the turns before it;
-        a transcript is the union of its messages."""
+    async def _read(
+        self,
+        items: Sequence[tuple[Sequence[str], Sequence[str] | None]],
+        tenant: str,
+        languages: bool,
+    ) -> tuple[list[TranscriptScore], list[TranscriptLanguages]]:
         with self.batcher.caller():
             with self.tracer.start_as_current_span("st.prepare") as span:
-                prep = await asyncio.to_thread(self._prepare_transcripts, items, tenant)
+                size = sum(len(t) for contents, _ in items for t in contents)
+                if size <= INLINE_CHARS:
+                    prep, langs = self._prepare_transcripts(items, tenant, languages)
+                else:
+                    prep, langs = await asyncio.to_thread(
+                        self._prepare_transcripts, items, tenant, languages
+                    )
                 span.set_attribute("st.messages", len(prep.keys))
                 span.set_attribute("st.windows", prep.count)
             scores = await self._run(prep)
@@ -168,7 +196,23 @@ class ScoringEngine:
         for contents, _ in items:
             out.append(self.classifier.aggregate(scores[pos : pos + len(contents)]))
             pos += len(contents)
-        return out
+        return out, langs
+
+    async def transcripts(
+        self, items: Sequence[tuple[Sequence[str], Sequence[str] | None]], tenant: str = ""
+    ) -> list[TranscriptScore]:
+        """Several transcripts (contents, roles) scored together: their windows are counted as
+        one request and share the model runs. Each message is read after the turns before it;
+        a transcript is the union of its messages."""
+        return (await self._read(items, tenant, languages=False))[0]
+
+    async def read(
+        self, items: Sequence[tuple[Sequence[str], Sequence[str] | None]], tenant: str = ""
+    ) -> list[Reading]:
+        """Several transcripts scored together as `transcripts` does, each with its languages
+        (identified while the request is prepared, not on the way out)."""
+        scores, langs = await self._read(items, tenant, languages=True)
+        return [Reading(s, g) for s, g in zip(scores, langs, strict=True)]
 
     async def transcript(
         self, contents: Sequence[str], roles: Sequence[str] | None = None, tenant: str = ""

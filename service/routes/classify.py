@@ -40,18 +40,18 @@ async def classify(
     if body.messages is not None:
         check_messages(settings, body.messages)
         contents = [m.text for m in body.messages]
-        result = await engine.transcript(
-            contents, [model_role(m.role) for m in body.messages], tenant
+        [reading] = await engine.read(
+            [(contents, [model_role(m.role) for m in body.messages])], tenant
         )
-        count_flags(metrics, result)
-        single = transcript_result(body.messages, result, engine.languages(contents, tenant))
+        count_flags(metrics, reading.score)
+        single = transcript_result(body.messages, reading.score, reading.languages)
         return ClassifyResponse(model=model_ref(engine), **single.model_dump())
     transcripts = body.transcripts or []
     bound("max_transcripts", settings.max_transcripts, len(transcripts))
     for t in transcripts:
         check_messages(settings, t.messages)
     # every transcript's windows counted as one request, scored in shared model runs
-    scored = await engine.transcripts(
+    readings = await engine.read(
         [
             ([m.text for m in t.messages], [model_role(m.role) for m in t.messages])
             for t in transcripts
@@ -59,8 +59,7 @@ async def classify(
         tenant,
     )
     results = []
-    for t, r in zip(transcripts, scored, strict=True):
-        count_flags(metrics, r)
-        contents = [m.text for m in t.messages]
-        results.append(transcript_result(t.messages, r, engine.languages(contents, tenant), t.id))
+    for t, r in zip(transcripts, readings, strict=True):
+        count_flags(metrics, r.score)
+        results.append(transcript_result(t.messages, r.score, r.languages, t.id))
     return BatchClassifyResponse(model=model_ref(engine), results=results)

@@ -49,8 +49,8 @@ async def screen(
                     f"signals[{k}].source_messages[{j}]: not the index of a message",
                 )
     contents = [m.text for m in body.messages]
-    result = await engine.transcript(contents, [model_role(m.role) for m in body.messages], tenant)
-    langs = engine.languages(contents, tenant)
+    [reading] = await engine.read([(contents, [model_role(m.role) for m in body.messages])], tenant)
+    result, langs = reading.score, reading.languages
     unsupported = langs.unsupported() if settings.unsupported_language == "block" else []
     signal_scores = await engine.score([s.text for s in body.signals], tenant=tenant)
     regions: frozenset[str] = request.app.state.regions

@@ -290,3 +290,38 @@ def test_a_lone_request_does_not_wait_for_company() -> None:
             await batcher.stop()
 
     assert asyncio.run(main()) < 2.5
+
+
+@pytest.mark.parametrize("inline_chars", [0, 10_000])
+def test_a_reading_is_the_scores_and_languages_wherever_it_is_prepared(
+    classifier: Classifier, inline_chars: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Small requests are prepared on the event loop, big ones in a worker thread: the same
+    scores and the same languages either way, and the same as asking for each apart."""
+    import service.engine as engine_mod
+
+    monkeypatch.setattr(engine_mod, "INLINE_CHARS", inline_chars)
+    threads: list[str] = []
+    prepare = ScoringEngine._prepare_transcripts
+
+    def spy(self: ScoringEngine, *a: object, **k: object) -> object:
+        threads.append(threading.current_thread().name)
+        return prepare(self, *a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ScoringEngine, "_prepare_transcripts", spy)
+    convo = ["I was diagnosed with type 2 diabetes last year", "Je cherche un agenda papier"]
+
+    async def go() -> tuple[object, object, object, object]:
+        engine = ScoringEngine(classifier, cache_entries=0)
+        engine.start()
+        [reading] = await engine.read([(convo, ["user", "user"])])
+        apart = await engine.transcript(convo, ["user", "user"])
+        await engine.stop()
+        return reading.score, reading.languages, apart, engine.languages(convo)
+
+    score, langs, apart, apart_langs = asyncio.run(go())
+    assert [m.scores for m in score.messages] == [m.scores for m in apart.messages]  # type: ignore[attr-defined]
+    assert langs == apart_langs
+    assert [lg.language for lg in langs.messages] == ["en", "fr"]  # type: ignore[attr-defined]
+    on_loop = threading.main_thread().name
+    assert (threads[0] == on_loop) == (inline_chars > 0), threads
