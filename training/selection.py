@@ -20,7 +20,7 @@ model never scores an item of a test or validation group.
     python -m training.selection uniform   # writes build/real/selection/uniform.jsonl
     python -m training.selection model     # needs the items and the shipped model
     python -m training.selection keyword
-    python -m training.selection chat      # after the other three
+    python -m training.selection chat      # after the other three; each run adds a round
 """
 
 from __future__ import annotations
@@ -191,12 +191,14 @@ CHAT_ROUND: dict[str, int] = {"health": 14, "religion": 10, "politics": 6}
 CHAT_RANDOM = 10
 
 
-def chat(exclude: set[str], items_dir: str = ITEMS_DIR) -> list[dict[str, Any]]:
-    """A second round of chitchat conversations for train: likely positives by keyword (the
+def chat(exclude: set[str], items_dir: str = ITEMS_DIR, round_: int = 1) -> list[dict[str, Any]]:
+    """A further round of chitchat conversations for train: likely positives by keyword (the
     real-validation misses of 1.2.0 were chat messages inside long personal stories) and
     random ones (real small talk, mostly unlabelled). Never a reserved conversation (they are
-    not among the items) nor one taken before."""
-    rng = random.Random(SEED + 3)
+    not among the items) nor one taken before (earlier rounds included). Round 1 is tagged
+    `chat:<label>`, round n `chat<n>:<label>`, each with its own seed."""
+    rng = random.Random(SEED + 3 + 100 * (round_ - 1))
+    tag = "chat" if round_ == 1 else f"chat{round_}"
     out: list[dict[str, Any]] = []
     pats = {lab: re.compile(p, re.I) for lab, p in KEYWORDS.items()}
     chat_items = [it for it in load("chitchat", items_dir) if _poolable(it, exclude)]
@@ -206,9 +208,9 @@ def chat(exclude: set[str], items_dir: str = ITEMS_DIR) -> list[dict[str, Any]]:
             c for c, ms in convs.items() if sum(bool(pats[lab].search(m["text"])) for m in ms) >= 2
         )
         for conv in rng.sample(hits, min(n, len(hits))):
-            out += [record(m, f"chat:{lab}", "train") for m in convs.pop(conv)]
+            out += [record(m, f"{tag}:{lab}", "train") for m in convs.pop(conv)]
     for conv in rng.sample(sorted(convs), min(CHAT_RANDOM, len(convs))):
-        out += [record(m, "chat:random", "train") for m in convs.pop(conv)]
+        out += [record(m, f"{tag}:random", "train") for m in convs.pop(conv)]
     return out
 
 
@@ -314,8 +316,11 @@ def main() -> None:
         exclude = {f"{r['source']}/{r['key']}" for r in taken}
         if args.method == "keyword":
             rows = keyword(exclude)
-        elif args.method == "chat":
-            rows = chat(exclude)
+        elif args.method == "chat":  # one more round each time, kept with the earlier ones
+            before = read(out / "chat.jsonl") if (out / "chat.jsonl").exists() else []
+            exclude |= {f"{r['source']}/{r['key']}" for r in before}
+            rounds = {r["selection"].split(":")[0] for r in before}
+            rows = before + chat(exclude, round_=len(rounds) + 1)
         else:
             rows = model_top(exclude, resolve(args.model_dir))
     write(rows, out / f"{args.method}.jsonl")

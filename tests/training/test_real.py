@@ -265,3 +265,7 @@ def test_the_chat_round_takes_whole_train_conversations_never_reserved_nor_taken
     for r in rows:
         if r["selection"] == "chat:health":
             assert "pizza" not in by_conv[str(r["conv"])][0]["text"]  # type: ignore[operator]
+    # a second round takes none of the first round's conversations, under its own tag
+    again = chat(exclude | {f"chitchat/{r['key']}" for r in rows}, str(tmp_path), round_=2)
+    assert again and not {r["conv"] for r in again} & set(by_conv)
+    assert {str(r["selection"]).split(":")[0] for r in again} == {"chat2"}
