@@ -5,6 +5,9 @@ at a time: each such socket would stay open for as long as the client likes. Thi
 starts a timer when a connection opens (and again when a response completes, for the next
 request on it); if the headers are not complete when it fires, the client gets a 408 JSON
 answer and the connection is closed.
+
+It is uvicorn's httptools protocol (a C parser; its pure-Python h11 one costs measurably more
+per request: bench/http_load.py), with the timer added.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from service.settings import get_settings
 
@@ -29,13 +32,14 @@ _RESPONSE = (
 )
 
 
-class HeaderTimeoutProtocol(H11Protocol):
-    """uvicorn's h11 protocol whose requests must complete their headers within the settings'
-    `header_timeout_s` (read in each worker process from its own settings)."""
+class HeaderTimeoutProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol whose requests must complete their headers within the
+    settings' `header_timeout_s` (read in each worker process from its own settings)."""
+
+    _header_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._header_timer: asyncio.TimerHandle | None = None
         self._timeout = get_settings().header_timeout_s
         self._arm()
 
@@ -44,9 +48,8 @@ class HeaderTimeoutProtocol(H11Protocol):
         self._header_timer = self.loop.call_later(self._timeout, self._expired)
 
     def _disarm(self) -> None:
-        timer = getattr(self, "_header_timer", None)
-        if timer is not None:
-            timer.cancel()
+        if self._header_timer is not None:
+            self._header_timer.cancel()
             self._header_timer = None
 
     def _expired(self) -> None:
@@ -55,16 +58,15 @@ class HeaderTimeoutProtocol(H11Protocol):
             self.transport.write(_RESPONSE)
             self.transport.close()
 
-    def handle_events(self) -> None:
-        before = self.cycle
-        super().handle_events()
-        if self.cycle is not before:  # a request's headers are complete
-            self._disarm()
+    def on_headers_complete(self) -> None:
+        self._disarm()
+        super().on_headers_complete()
 
     def on_response_complete(self) -> None:
-        if not self.transport.is_closing():
+        # a pipelined request (its headers already read) starts now: it needs no bound
+        if not self.transport.is_closing() and not self.pipeline:
             self._arm()  # the next request on this connection has the same bound
-        super().on_response_complete()  # may start a pipelined request (and disarm)
+        super().on_response_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()

@@ -135,3 +135,56 @@ def test_slow_headers_get_408_and_the_connection_is_closed(shipped_model_dir: Pa
     finally:
         proc.terminate()
         proc.wait(40)
+
+
+def _read_responses(s: socket.socket, count: int) -> list[bytes]:
+    """Status lines of the first `count` responses on a socket (each has a Content-Length)."""
+    data, lines = b"", []
+    while len(lines) < count:
+        head, sep, rest = data.partition(b"\r\n\r\n")
+        if sep:
+            length = next(
+                int(h.split(b":", 1)[1])
+                for h in head.split(b"\r\n")
+                if h.lower().startswith(b"content-length:")
+            )
+            if len(rest) >= length:
+                lines.append(head.split(b"\r\n", 1)[0])
+                data = rest[length:]
+                continue
+        chunk = s.recv(65536)
+        assert chunk, f"connection closed after {len(lines)} responses"
+        data += chunk
+    return lines
+
+
+def test_keep_alive_and_pipelined_requests_under_the_header_bound(
+    shipped_model_dir: Path,
+) -> None:
+    """The header bound holds for every request on a connection, not only the first: a second
+    request whose headers stop half-way gets the 408; two requests sent in one write (HTTP/1.1
+    pipelining) are both answered."""
+    proc, url = start(shipped_model_dir, ST_HEADER_TIMEOUT_S="1")
+    port = int(url.rsplit(":", 1)[1])
+    body = b'{"messages": [{"role": "user", "content": "best hiking boots?"}]}'
+    request = (
+        b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(request + request)
+            assert _read_responses(s, 2) == [b"HTTP/1.1 200 OK"] * 2
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(request)
+            assert _read_responses(s, 1) == [b"HTTP/1.1 200 OK"]
+            s.sendall(b"POST /v1/classify HTTP/1.1\r\nHost: x\r\n")  # and never the rest
+            started = time.monotonic()
+            data = b""
+            while chunk := s.recv(4096):
+                data += chunk
+            assert data.startswith(b"HTTP/1.1 408 ") and b'"code": "header_timeout"' in data
+            assert 0.5 < time.monotonic() - started < 4
+    finally:
+        proc.terminate()
+        proc.wait(40)
