@@ -7,6 +7,7 @@ PIP := $(BIN)/pip install --disable-pip-version-check -q -c requirements.lock
 CONFIG ?= training/configs/e5-multi.json
 MODEL_DIR ?= models/e5-multi
 SPLITS := training/data/splits
+BENCH_OUT := build/bench
 AUTHORED := $(wildcard training/data/authored/*.jsonl) $(wildcard training/data/reviewed/*.jsonl)
 REAL := training/data/real/sources.json $(wildcard training/data/real/*/*.jsonl)
 
@@ -82,12 +83,14 @@ $(INFINITY)/.ready: ## infinity-emb's own environment (it pins numpy < 2 and an 
 	$(INFINITY)/bin/pip install --disable-pip-version-check -q torch==2.13.0 "infinity-emb[optimum,server]==0.0.78" optimum==2.1.0 optimum-onnx==0.1.0 onnxruntime==1.32.0 transformers==4.57.6
 	touch $@
 
-bench: install-dev $(SPLITS)/manifest.json $(PEERS)/.ready $(INFINITY)/.ready ## HTTP load vs raw engine vs naive server; peers; engine int8/fp32/PyTorch
-	$(BIN)/python bench/http_load.py --model-dir $(MODEL_DIR)
-	$(BIN)/python -m bench.peers --model-dir $(MODEL_DIR) --peer-python $(PEERS)/bin/python --infinity-python $(INFINITY)/bin/python
-	$(BIN)/python bench/engine.py --config $(CONFIG)
-	$(BIN)/python bench/engine.py --config $(CONFIG) --parallel
-	$(BIN)/python -m bench.loop_prepare --seconds 6
+bench: install-dev $(SPLITS)/manifest.json $(PEERS)/.ready $(INFINITY)/.ready ## every benchmark, then its figures into README.md (bench/report.py)
+	rm -rf $(BENCH_OUT)
+	$(BIN)/python -m bench.http_load --model-dir $(MODEL_DIR) --record $(BENCH_OUT)
+	$(BIN)/python -m bench.peers --model-dir $(MODEL_DIR) --peer-python $(PEERS)/bin/python --infinity-python $(INFINITY)/bin/python --record $(BENCH_OUT)
+	$(BIN)/python -m bench.engine --config $(CONFIG) --record $(BENCH_OUT)
+	$(BIN)/python -m bench.engine --config $(CONFIG) --parallel --record $(BENCH_OUT)
+	$(BIN)/python -m bench.loop_prepare --seconds 6 --record $(BENCH_OUT)
+	$(BIN)/python -m bench.report $(BENCH_OUT) --readme README.md
 
 bench-peers: install-dev $(SPLITS)/manifest.json $(PEERS)/.ready $(INFINITY)/.ready ## the service vs optimum + a pipeline, and infinity-emb, same model, c=1/8/32
 	$(BIN)/python -m bench.peers --model-dir $(MODEL_DIR) --peer-python $(PEERS)/bin/python --infinity-python $(INFINITY)/bin/python

@@ -22,6 +22,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from bench.record import save
 from training.config import TrainConfig, resolve, resolve_base_model
 from training.data import load_splits
 from training.model import MultiLabelClassifier, batch_tensors, encoder_of, make_encoder
@@ -36,7 +37,7 @@ def rate(fn: Callable[[], None], n_seqs: int, seconds: float) -> float:
     return done / (time.perf_counter() - start)
 
 
-def parallel(cfg: TrainConfig, seconds: float) -> None:
+def parallel(cfg: TrainConfig, seconds: float, record: str | None = None) -> None:
     """Messages per second of the shipped model through the scoring core, with the machine's
     cores spent as one model call at a time over all of them, or as one single-threaded call
     per core at once (what the service does by default: ST_MODEL_RUNS, ST_THREADS)."""
@@ -50,6 +51,7 @@ def parallel(cfg: TrainConfig, seconds: float) -> None:
     cores = len(os.sched_getaffinity(0))
     print(f"{len(texts)} test-split messages; {cores} cores")
     print(f"{'calls at once':>14}{'threads each':>14}{'batch':>7}{'msg/s':>9}")
+    rows = []
     for runs, threads in ((1, cores), (cores, 1)):
         clf = Classifier(ModelArtifact.load(cfg.model_dir), threads=threads)
         clf.score_texts(texts[:8])
@@ -74,6 +76,8 @@ def parallel(cfg: TrainConfig, seconds: float) -> None:
                 w.join()
             rate_ = sum(done) / (time.perf_counter() - start)
             print(f"{runs:>14}{threads:>14}{batch:>7}{rate_:>9.1f}")
+            rows.append({"runs": runs, "threads": threads, "batch": batch, "msg_s": rate_})
+    save(record, "engine_parallel", {"cores": cores, "rows": rows})
 
 
 def compare(cfg: TrainConfig, previous: Path, seconds: float) -> None:
@@ -119,10 +123,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--previous", type=Path, default=None)
     parser.add_argument("--parallel", action="store_true")
+    parser.add_argument("--record", default=None, help="also write the figures to DIR")
     args = parser.parse_args()
     cfg = TrainConfig.load(resolve(args.config))
     if args.parallel:
-        parallel(cfg, args.seconds)
+        parallel(cfg, args.seconds, args.record)
         return
     if args.previous is not None:
         compare(cfg, args.previous, args.seconds)
@@ -203,6 +208,17 @@ def main() -> None:
         base, fp32 = results[("PyTorch fp32", batch)], results.get(("fp32 ONNX", batch))
         vs_fp32 = f"{r / fp32:>13.2f}x" if fp32 else f"{'n/a':>14}"
         print(f"{name:<22}{batch:>6}{r:>10.1f}{r / base:>11.2f}x{vs_fp32}")
+    save(
+        args.record,
+        "engine",
+        {
+            "model": cfg.name,
+            "pytorch": "fine-tuned checkpoint" if checkpoint.exists() else "base model, new head",
+            "size_mb": size_mb,
+            "load_s": load_s,
+            "rows": [{"engine": n, "batch": b, "seq_s": r} for (n, b), r in results.items()],
+        },
+    )
 
 
 if __name__ == "__main__":

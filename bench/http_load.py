@@ -28,6 +28,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from bench.record import save
 from service.artifact import ModelArtifact
 from service.classifier import Classifier
 from training.config import REPO
@@ -266,6 +267,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", default=os.environ.get("ST_MODEL_DIR", ""))
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--record", default=None, help="also write the figures to DIR/http_load.json"
+    )
     args = parser.parse_args()
     from service.settings import DEFAULT_MODEL_DIR
 
@@ -367,7 +371,18 @@ def main() -> None:
         t = TARGETS[k]
         met = v <= t if k == "resend_vs_one" else v >= t
         print(f"{k:<26}{v:>7.2f}{'<=' if k == 'resend_vs_one' else '>='}{t:>6.2f}  {met}")
-    print(json.dumps({"rows": rows, "ratios": ratios, "resend": rs, "batch_form": bf}))
+    figures = {
+        "model": f"{name} {artifact.version}",
+        "naive": "fine-tuned checkpoint" if checkpoint.exists() else "base model, untrained head",
+        "rows": rows,
+        "ratios": ratios,
+        "resend": rs,
+        "batch_form": bf,
+        "model_call_p50_ms": model_p50,
+        "overhead_ms": one - model_p50,
+    }
+    print(json.dumps(figures))
+    save(args.record, "http_load", figures)
 
 
 if __name__ == "__main__":

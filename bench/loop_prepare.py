@@ -19,6 +19,7 @@ import subprocess
 import sys
 
 from bench.http_load import free_port, load, service_env, texts_of_realistic_length, wait_ready
+from bench.record import save
 
 ALWAYS_THREAD = """
 import sys
@@ -41,6 +42,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--record", default=None, help="also write the figures to DIR")
     args = parser.parse_args()
     from service.settings import DEFAULT_MODEL_DIR
 
@@ -71,6 +73,7 @@ def main() -> None:
     for c in (32, 1):
         a, b = sum(results["event loop"][c]), sum(results["worker thread"][c])
         print(f"shipped (event loop) / worker thread at c={c}: {a / b:.2f}x")
+    save(args.record, "loop_prepare", {"rows": results})
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ from bench.http_load import (
     transcript_body,
     wait_ready,
 )
+from bench.record import save
 
 TARGETS = {1: 1.0, 32: 1.5}
 LEVELS = (1, 8, 32)
@@ -72,6 +73,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--peer-python", default=str(REPO / ".venv-peers/bin/python"))
     parser.add_argument("--infinity-python", default=str(REPO / ".venv-infinity/bin/python"))
+    parser.add_argument("--record", default=None, help="also write the figures to DIR")
     args = parser.parse_args()
     from service.settings import DEFAULT_MODEL_DIR
 
@@ -144,6 +146,7 @@ def main() -> None:
             print(f"{'service / ' + name + f', c={c}':<40}{v:>7.2f}{'>= ' + str(target):>9}  "
                   f"{'yes' if v >= target else 'no'}")  # fmt: skip
     print(json.dumps({"rows": rows, "ratios": ratios}))
+    save(args.record, "peers", {"rows": rows, "ratios": ratios, "targets": TARGETS})
 
 
 if __name__ == "__main__":

@@ -1,0 +1,91 @@
+"""bench/report.py: every recorded row and ratio reaches the README, with its target."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.record import save
+from bench.report import END, NAMES, START, main, ratios, render, replace_section
+
+LEVELS = {
+    str(c): {"rps": r, "p50": 10.0 + c, "p99": 20.0 + c, "errors": 0.0}
+    for c, r in ((1, 60.0), (8, 90.0), (32, 120.0))
+}
+
+
+def figures() -> dict[str, dict]:
+    return {
+        "http_load": {
+            "model": "e5-multi 9.9.9",
+            "naive": "base model, untrained head",
+            "rows": {
+                "service c=1": {"rps": 60.0, "p50": 12.5, "p99": 30.0, "errors": 0},
+                "raw engine": {"rps": 150.0},
+                "naive c=32": {"rps": 20.0},
+            },
+            "ratios": {
+                "service_vs_raw_c32": 0.75,
+                "service_vs_naive_c32": 6.0,
+                "resend_vs_one": 1.7,
+                "batch_form_vs_singles": 1.3,
+            },
+            "resend": {"resend_ms": 17.0, "one_ms": 10.0},
+            "batch_form": {"batch_msg_s": 130.0, "singles_msg_s": 100.0},
+            "model_call_p50_ms": 11.0,
+            "overhead_ms": 1.5,
+        },
+        "peers": {
+            "rows": {
+                "service": LEVELS,
+                "optimum + pipeline": {k: {**v, "rps": v["rps"] / 1.2} for k, v in LEVELS.items()},
+            }
+        },
+        "engine": {
+            "model": "e5-multi",
+            "pytorch": "base model, new head",
+            "size_mb": 45.0,
+            "load_s": 3.5,
+            "rows": [{"engine": "int8", "batch": 1, "seq_s": 70.0}],
+        },
+    }
+
+
+def test_every_target_is_judged_by_its_own_direction() -> None:
+    got = {what: met for what, _, _, met in ratios(figures())}
+    assert got["service / raw engine, c=32"] is False  # 0.75 < 0.80
+    assert got["service / naive baseline, c=32"] is True
+    assert got["20-message transcript re-sent with one new message / one message"] is False
+    assert (
+        got["overhead above the scoring core alone (batch 1), one-message transcript, c=1"] is True
+    )  # 1.5 ms < 2
+    assert got["service / optimum + pipeline, c=1 (msg/s)"] is True  # 1.2 >= 1.0
+    assert got["service / optimum + pipeline, c=32 (msg/s)"] is False  # 1.2 < 1.5
+    assert got["model load and first answer"] is False  # 3.5 s
+    assert got["shipped model directory"] is True
+
+
+def test_rendered_tables_name_what_is_missing_and_every_row() -> None:
+    text = render(figures(), "2026-12-03")
+    assert "Not recorded in this run: engine_parallel, loop_prepare." in text
+    assert "| naive c=32 | 20.0 |" in text
+    assert "| optimum + pipeline | 50.0 (11.0 / 21.0) | 75.0 | 100.0 (42.0 / 52.0) |" in text
+    assert "| service / raw engine, c=32 | 0.75 | ≥ 0.80 | **no** |" in text
+
+
+def test_the_readme_section_is_replaced_between_its_markers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, data in figures().items():
+        save(str(tmp_path / "rec"), name, data)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# t\n\nbefore\n{START}\nold figures\n{END}\nafter\n", encoding="utf-8")
+    monkeypatch.setattr("sys.argv", ["report", str(tmp_path / "rec"), "--readme", str(readme)])
+    main()
+    text = readme.read_text(encoding="utf-8")
+    assert "old figures" not in text and text.startswith("# t\n\nbefore\n" + START + "\n")
+    assert text.endswith(END + "\nafter\n") and "| service c=1 | 60.0 | 12.5 | 30.0 | 0 |" in text
+    assert set(NAMES) > set(figures())
+    with pytest.raises(ValueError):
+        replace_section("no markers here", "x")
