@@ -1,6 +1,6 @@
 """Sequences per second of the shipped int8 ONNX model vs fp32 ONNX vs PyTorch, same inputs.
 
-Usage: .venv/bin/python bench/engine.py [--config training/configs/e5-multi.json] [--seconds 5]
+Usage: .venv/bin/python -m bench.engine [--config training/configs/e5-multi.json] [--seconds 5]
                                         [--previous DIR]
 Needs the run folder of the config (runs/<name>/checkpoint and runs/<name>/onnx/model-fp32.onnx)
 and the shipped model directory models/<name>/. Prints throughput and ratios.
