@@ -181,11 +181,13 @@ def raw_engine(model_dir: Path, texts: list[str], seconds: float) -> float:
 
 def model_call_p50(model_dir: Path, texts: list[str], seconds: float) -> float:
     """p50 ms of the scoring core alone on one text at a time (normalise, tokenise, one
-    onnxruntime call at batch 1, on as many threads as the service gives one model call):
-    the floor under the service's latency at concurrency 1."""
+    onnxruntime call at batch 1, on as many threads as the service gives a call that runs
+    alone, as every call at concurrency 1 does): the floor under the service's latency at
+    concurrency 1."""
     from service.settings import Settings
 
-    threads = Settings(auth_required=False).model_parallelism()[1]
+    settings = Settings(auth_required=False)
+    threads = settings.lone_call_threads() or settings.model_parallelism()[1]
     clf = Classifier(ModelArtifact.load(model_dir), threads=threads)
     clf.score_texts(texts[:8])  # warm-up
     lat, start, k = [], time.perf_counter(), 0

@@ -16,7 +16,7 @@ def save(folder: str | None, name: str, figures: dict[str, Any]) -> None:
         return
     path = Path(folder) / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(figures, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    path.write_text(json.dumps(figures, indent=1) + "\n", encoding="utf-8")
 
 
 def load(folder: str | Path, name: str) -> dict[str, Any] | None:

@@ -61,8 +61,8 @@ def ratios(figures: dict[str, dict[str, Any] | None]) -> list[tuple[str, str, st
         ))  # fmt: skip
         out.append((
             "overhead above the scoring core alone (batch 1), one-message transcript, c=1",
-            f"{http['overhead_ms']:.1f} ms (p50 {http['rows']['service c=1']['p50']:.1f} "
-            f"against {http['model_call_p50_ms']:.1f} ms)",
+            f"{http['overhead_ms']:.2f} ms (p50 {http['rows']['service c=1']['p50']:.2f} "
+            f"against {http['model_call_p50_ms']:.2f} ms)",
             "< 2 ms", http["overhead_ms"] < 2.0,
         ))  # fmt: skip
     peers = figures.get("peers")

@@ -48,8 +48,10 @@ def load_classifier(settings: Settings) -> Classifier:
         threads=threads,
         batch_size=settings.batch_size,
         batch_cells=settings.batch_cells,
+        lone_threads=settings.lone_call_threads(),
     )
     clf.score_texts(["warm-up"])  # the model answers before we call ourselves ready
+    clf.run_alone(clf.windows("warm-up"))  # and so does its session for lone calls
     return clf
 
 

@@ -52,6 +52,7 @@ class BatchStats:
     """Counters the metrics read."""
 
     runs: int = 0
+    alone_runs: int = 0  # of them, calls that started with no other in flight (see run_alone)
     windows: int = 0
     last_batch: int = 0
     queued_windows: int = 0
@@ -71,8 +72,13 @@ class MicroBatcher:
         on_batch: Callable[[int, float], None] | None = None,
         tracer: trace.Tracer | None = None,
         runs: int = 1,
+        run_alone: RunFn | None = None,
     ) -> None:
         self._run = run
+        # for a batch that starts with no other model call in flight and nothing queued (a
+        # lone request at low load): a function that may spend every core on it
+        self._run_alone = run_alone
+        self._in_flight = 0
         self.runs = runs  # model calls at once, each collected and run by its own worker
         self.tracer = tracer or trace.NoOpTracer()
         self.max_windows, self.max_tokens = max_windows, max_tokens
@@ -206,8 +212,12 @@ class MicroBatcher:
             )
             run_span.set_attribute("st.windows", len(flat))
             run_span.set_attribute("st.requests", len(jobs))
+            alone = self._in_flight == 0 and self._queue.empty()
+            run_span.set_attribute("st.alone", alone)
+            self._in_flight += 1
             try:
-                probs = await asyncio.to_thread(self._run, flat)
+                run = self._run_alone if alone and self._run_alone else self._run
+                probs = await asyncio.to_thread(run, flat)
             except Exception as exc:  # the model failed: every waiting request gets an error
                 for j in jobs:
                     if not j.future.done():
@@ -220,6 +230,8 @@ class MicroBatcher:
                         j.future.set_result(probs[pos : pos + n])
                     pos += n
             finally:
+                self._in_flight -= 1
+                self.stats.alone_runs += alone
                 run_span.end()
                 self.stats.queued_windows -= len(flat)
                 self.stats.runs += 1

@@ -86,6 +86,7 @@ class ScoringEngine:
             on_batch,
             self.tracer,
             model_runs,
+            classifier.run_alone if classifier.lone_session is not None else None,
         )
         self.max_request_windows = min(max_request_windows or queue_windows, queue_windows)
         self.version = f"{classifier.artifact.name}:{classifier.artifact.version}"

@@ -42,6 +42,13 @@ class Settings(BaseSettings):
         description="onnxruntime intra-op threads per model call; 0 = the cores shared out "
         "among the model calls run at once (one each when there is one call per core).",
     )
+    lone_threads: int = Field(
+        0,
+        ge=0,
+        description="onnxruntime intra-op threads of a model call that runs alone (no other "
+        "call in flight, nothing queued: a lone request at low load); 0 = every core. When it "
+        "is no more than `threads`, lone calls run like the others (no second session).",
+    )
     batch_size: int = Field(32, ge=1, le=1024, description="Windows per model call.")
     batch_cells: int = Field(
         512, ge=1, description="Padded tokens (rows x width) per model call; longer calls split."
@@ -142,6 +149,15 @@ class Settings(BaseSettings):
         cores = cores or os.cpu_count() or 1
         runs = self.model_runs or cores
         return runs, self.threads or max(1, cores // runs)
+
+    def lone_call_threads(self) -> int:
+        """Intra-op threads of a model call with the cores to itself: at concurrency 1 a call
+        over every core answers sooner than one single-threaded call (`bench/engine.py
+        --parallel`); 0 when it would be no wider than the others (no second session)."""
+        _runs, threads = self.model_parallelism()
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+        lone = self.lone_threads or cores or os.cpu_count() or 1
+        return lone if lone > threads else 0
 
     def regions(self) -> frozenset[str]:
         """The blocked regions as ISO codes; SettingsError names a code that is not one."""

@@ -325,3 +325,58 @@ def test_a_reading_is_the_scores_and_languages_wherever_it_is_prepared(
     assert [lg.language for lg in langs.messages] == ["en", "fr"]  # type: ignore[attr-defined]
     on_loop = threading.main_thread().name
     assert (threads[0] == on_loop) == (inline_chars > 0), threads
+
+
+def test_a_call_with_the_machine_to_itself_runs_on_the_lone_function() -> None:
+    """A batch that starts with no other model call in flight and nothing queued goes to
+    `run_alone` (every core); while one is in flight, the next goes to `run`."""
+    used: list[str] = []
+    inside = threading.Event()
+    release = threading.Event()
+
+    def run(seqs: Sequence[Sequence[int]]) -> np.ndarray:
+        used.append("shared")
+        return np.zeros((len(seqs), 3), np.float32)
+
+    def run_alone(seqs: Sequence[Sequence[int]]) -> np.ndarray:
+        used.append("alone")
+        inside.set()
+        release.wait(5)
+        return np.ones((len(seqs), 3), np.float32)
+
+    async def main() -> None:
+        batcher = MicroBatcher(run, max_windows=1, wait_ms=0, runs=2, run_alone=run_alone)
+        batcher.start()
+        try:
+            first = asyncio.ensure_future(batcher.submit([[1]]))
+            await asyncio.to_thread(inside.wait, 5)  # the lone call is in flight
+            second = await batcher.submit([[2]])  # so this one shares the cores
+            release.set()
+            assert (await first).tolist() == [[1, 1, 1]] and second.tolist() == [[0, 0, 0]]
+            again = await batcher.submit([[3]])  # alone again
+            assert again.tolist() == [[1, 1, 1]]
+        finally:
+            release.set()
+            await batcher.stop()
+
+    asyncio.run(main())
+    assert used == ["alone", "shared", "alone"]
+
+
+def test_the_lone_session_scores_as_the_shared_one(shipped_model_dir: Path) -> None:
+    """The session over every core is the same graph: the same probabilities as the
+    single-threaded one, for the same windows."""
+    clf = Classifier(ModelArtifact.load(shipped_model_dir), threads=1, lone_threads=2)
+    assert clf.lone_session is not None
+    seqs = [w for t in ("I have asthma", "vote Labour?", "a quiet walk") for w in clf.windows(t)]
+    np.testing.assert_allclose(clf.run_alone(seqs), clf.run(seqs), atol=1e-5)
+
+
+def test_lone_calls_get_a_wider_session_only_when_it_is_wider(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("os.sched_getaffinity", lambda _pid: {0, 1, 2, 3})
+    assert Settings(auth_required=False).lone_call_threads() == 4  # 4 calls of 1 thread each
+    assert Settings(auth_required=False, lone_threads=2).lone_call_threads() == 2
+    assert Settings(auth_required=False, threads=4, model_runs=1).lone_call_threads() == 0
+    assert Settings(auth_required=False, lone_threads=1).lone_call_threads() == 0
