@@ -83,6 +83,22 @@ def ratios(figures: dict[str, dict[str, Any] | None]) -> list[tuple[str, str, st
     return out
 
 
+def _table(title: str, columns: list[str], rows: list[list[str]]) -> list[str]:
+    """A titled Markdown table, then a blank line."""
+    head = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    return [title, "", *head, *("| " + " | ".join(r) + " |" for r in rows), ""]
+
+
+def _num(value: float | None) -> str:
+    return "" if value is None else f"{value:.1f}"
+
+
+def _level(row: dict[str, float], latency: bool) -> str:
+    if not latency:
+        return _num(row["rps"])
+    return f"{row['rps']:.1f} ({row['p50']:.1f} / {row['p99']:.1f})"
+
+
 def render(figures: dict[str, dict[str, Any] | None], when: str) -> str:
     """Markdown: what ran, every row, every ratio with its target."""
     lines = [
@@ -96,72 +112,53 @@ def render(figures: dict[str, dict[str, Any] | None], when: str) -> str:
         lines += [f"Not recorded in this run: {', '.join(missing)}.", ""]
     http = figures.get("http_load")
     if http:
-        lines += [
+        lines += _table(
             f"**HTTP** (`bench/http_load.py`, model {http['model']}; one-message transcripts "
             f"of test-split messages, cache off; naive baseline: {http['naive']} on PyTorch "
             "behind a plain FastAPI route):",
-            "",
-            "| run | msg/s | p50 ms | p99 ms | errors |",
-            "|---|---|---|---|---|",
-        ]
-        for name, row in http["rows"].items():
-            p50, p99 = row.get("p50"), row.get("p99")
-            lines.append(
-                f"| {name} | {row['rps']:.1f} | {'' if p50 is None else f'{p50:.1f}'} | "
-                f"{'' if p99 is None else f'{p99:.1f}'} | {int(row.get('errors', 0))} |"
-            )
-        lines.append("")
+            ["run", "msg/s", "p50 ms", "p99 ms", "errors"],
+            [
+                [name, _num(r["rps"]), _num(r.get("p50")), _num(r.get("p99")),
+                 str(int(r.get("errors", 0)))]
+                for name, r in http["rows"].items()
+            ],
+        )  # fmt: skip
     peers = figures.get("peers")
     if peers:
-        lines += [
+        lines += _table(
             "**Peers** (`bench/peers.py`, the same int8 `model.onnx` served by each):",
-            "",
-            "| server | c=1 msg/s (p50 / p99 ms) | c=8 msg/s | c=32 msg/s (p50 / p99 ms) |",
-            "|---|---|---|---|",
-        ]
-        for name, by in peers["rows"].items():
-            one, eight, many = (_by_level(by, c) for c in (1, 8, 32))
-            lines.append(
-                f"| {name} | {one['rps']:.1f} ({one['p50']:.1f} / {one['p99']:.1f}) | "
-                f"{eight['rps']:.1f} | {many['rps']:.1f} ({many['p50']:.1f} / {many['p99']:.1f}) |"
-            )
-        lines.append("")
+            ["server", "c=1 msg/s (p50 / p99 ms)", "c=8 msg/s", "c=32 msg/s (p50 / p99 ms)"],
+            [
+                [name] + [_level(_by_level(by, c), c != 8) for c in (1, 8, 32)]
+                for name, by in peers["rows"].items()
+            ],
+        )
     engine = figures.get("engine")
     if engine:
-        lines += [
+        lines += _table(
             f"**Engine** (`bench/engine.py`, 256 test texts; PyTorch row: {engine['pytorch']}):",
-            "",
-            "| engine | batch | seq/s |",
-            "|---|---|---|",
-        ]
-        lines += [f"| {r['engine']} | {r['batch']} | {r['seq_s']:.1f} |" for r in engine["rows"]]
-        lines.append("")
+            ["engine", "batch", "seq/s"],
+            [[r["engine"], str(r["batch"]), _num(r["seq_s"])] for r in engine["rows"]],
+        )
     par = figures.get("engine_parallel")
     if par:
-        lines += [
+        lines += _table(
             f"**Cores** (`bench/engine.py --parallel`, {par['cores']} cores, the scoring core):",
-            "",
-            "| model calls at once | threads each | batch | msg/s |",
-            "|---|---|---|---|",
-        ]
-        lines += [
-            f"| {r['runs']} | {r['threads']} | {r['batch']} | {r['msg_s']:.1f} |"
-            for r in par["rows"]
-        ]
-        lines.append("")
+            ["model calls at once", "threads each", "batch", "msg/s"],
+            [[str(r["runs"]), str(r["threads"]), str(r["batch"]), _num(r["msg_s"])]
+             for r in par["rows"]],
+        )  # fmt: skip
     loop = figures.get("loop_prepare")
     if loop:
-        lines += [
+        lines += _table(
             "**Preparing on the event loop** (`bench/loop_prepare.py`: the service as shipped "
             "against the same code preparing every request in a worker thread, alternating):",
-            "",
-            "| prepare on | c=32 msg/s | c=1 msg/s |",
-            "|---|---|---|",
-        ]
-        for name, by in loop["rows"].items():
-            cells = [" / ".join(f"{x:.1f}" for x in _by_level(by, c)) for c in (32, 1)]  # type: ignore[arg-type]
-            lines.append(f"| {name} | {cells[0]} | {cells[1]} |")
-        lines.append("")
+            ["prepare on", "c=32 msg/s", "c=1 msg/s"],
+            [
+                [name] + [" / ".join(_num(x) for x in by.get(str(c)) or by[c]) for c in (32, 1)]
+                for name, by in loop["rows"].items()
+            ],
+        )
     lines += ["| ratio | value | target | met |", "|---|---|---|---|"]
     lines += [f"| {w} | {v} | {t} | {_met(ok)} |" for w, v, t, ok in ratios(figures)]
     return "\n".join(lines) + "\n"
