@@ -91,10 +91,17 @@ def sheet(
 
 
 def collect() -> dict[str, int]:
-    """Merge every answers file into the labels files (later answers files win)."""
+    """Merge every answers file into the labels files (later answers files win). The labels
+    already committed are kept: answers add to them or correct them, so a checkout without
+    an earlier session's answers (they stay under build/) never loses their labels."""
     chosen = selected()
     versions = {s.name: s.version for s in load_sources()}
     out: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    for path in sorted(resolve(LABELS_DIR).glob("*.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                row = json.loads(line)
+                out[row["source"]][row["key"]] = row
     for path in sorted((resolve(SHEETS) / "answers").glob("*.jsonl")):
         for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             if not line.strip():

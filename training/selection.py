@@ -45,6 +45,7 @@ SEED = 20261203
 SHARES = {"test": 0.45, "validation": 0.25}  # the rest is train
 ITEMS_DIR = "build/real/items"
 OUT_DIR = "build/real/selection"
+LABELLED = "training/data/real/labels"  # the committed labels files (no text)
 MAX_CHARS = 600  # longer passages are left out of the samples (they are windows, not chat)
 MIN_CHARS = 12
 
@@ -318,9 +319,14 @@ def main() -> None:
             rows = keyword(exclude)
         elif args.method == "chat":  # one more round each time, kept with the earlier ones
             before = read(out / "chat.jsonl") if (out / "chat.jsonl").exists() else []
-            exclude |= {f"{r['source']}/{r['key']}" for r in before}
-            rounds = {r["selection"].split(":")[0] for r in before}
-            rows = before + chat(exclude, round_=len(rounds) + 1)
+            # what is labelled already (the committed labels: a fresh checkout has no earlier
+            # selection files) is never drawn again, and its rounds count
+            labelled = [r for p in sorted(resolve(LABELLED).glob("*.jsonl")) for r in read(p)]
+            exclude |= {f"{r['source']}/{r['key']}" for r in before + labelled}
+            rounds = {r["selection"].split(":")[0] for r in before + labelled}
+            rows = before + chat(
+                exclude, round_=len({x for x in rounds if x.startswith("chat")}) + 1
+            )
         else:
             rows = model_top(exclude, resolve(args.model_dir))
     write(rows, out / f"{args.method}.jsonl")

@@ -269,3 +269,53 @@ def test_the_chat_round_takes_whole_train_conversations_never_reserved_nor_taken
     again = chat(exclude | {f"chitchat/{r['key']}" for r in rows}, str(tmp_path), round_=2)
     assert again and not {r["conv"] for r in again} & set(by_conv)
     assert {str(r["selection"]).split(":")[0] for r in again} == {"chat2"}
+
+
+def test_collect_keeps_the_committed_labels_and_adds_the_new_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkout without an earlier session's answers files (they stay under build/) must
+    not lose the labels they produced: new answers add to the labels files or correct them."""
+    from types import SimpleNamespace
+
+    from training import labelling
+
+    def row(key: str, labels: list[str]) -> dict[str, object]:
+        return {
+            "source": "chitchat",
+            "version": "1",
+            "key": key,
+            "lang": "en",
+            "group": key,
+            "selection": "chat2:random",
+            "split": "train",
+            "labels": labels,
+            "note": "",
+        }
+
+    labels_dir = tmp_path / "labels"
+    labels_dir.mkdir()
+    kept, fixed = row("c-1:0", ["health"]), row("c-1:1", [])
+    (labels_dir / "chitchat.jsonl").write_text(json.dumps(kept) + "\n" + json.dumps(fixed) + "\n")
+    (tmp_path / "sheets" / "answers").mkdir(parents=True)
+    (tmp_path / "sheets" / "answers" / "round3.jsonl").write_text(
+        json.dumps({"key": "chitchat/c-2:0", "labels": ["politics"]}) + "\n"
+        + json.dumps({"key": "chitchat/c-1:1", "labels": ["religion"], "note": "second look"})
+        + "\n"
+    )  # fmt: skip
+    selected = {
+        "chitchat/c-2:0": {**row("c-2:0", []), "split_group": "chitchat:c-2"},
+        "chitchat/c-1:1": {**row("c-1:1", []), "split_group": "chitchat:c-1"},
+    }
+    monkeypatch.setattr(labelling, "selected", lambda: selected)
+    monkeypatch.setattr(
+        labelling, "load_sources", lambda: [SimpleNamespace(name="chitchat", version="1")]
+    )
+    monkeypatch.setattr(labelling, "LABELS_DIR", str(labels_dir))
+    monkeypatch.setattr(labelling, "SHEETS", str(tmp_path / "sheets"))
+    assert labelling.collect() == {"chitchat": 3}
+    got = {
+        r["key"]: r["labels"]
+        for r in map(json.loads, (labels_dir / "chitchat.jsonl").read_text().splitlines())
+    }
+    assert got == {"c-1:0": ["health"], "c-1:1": ["religion"], "c-2:0": ["politics"]}
