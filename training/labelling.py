@@ -160,7 +160,16 @@ def collect_second() -> dict[str, int]:
     decided = (
         _answers(folder / "adjudication.jsonl") if (folder / "adjudication.jsonl").exists() else {}
     )
-    rows, fixes = [], []
+    # the committed record is kept (a checkout without an earlier session's answers, which
+    # stay under build/, must not lose its readings); this session's readings add to it
+    record: dict[str, dict[str, Any]] = {}
+    path = resolve(SECOND_READING)
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                r = json.loads(line)
+                record[f"{r['source']}/{r['key']}"] = r
+    fixes = []
     for key in sorted(second, key=_natural):
         a, b = sorted(first[key]["labels"]), sorted(second[key]["labels"])
         final = a
@@ -173,16 +182,18 @@ def collect_second() -> dict[str, int]:
                     {"key": key, "labels": final, "note": f"adjudicated: {decided[key]['why']}"}
                 )
         source, item = key.split("/", 1)
-        rows.append({"source": source, "key": item, "first": a, "second": b, "final": final,
-                     "why": decided[key]["why"] if a != b else ""})  # fmt: skip
-    with resolve(SECOND_READING).open("w", encoding="utf-8") as f:
+        record[key] = {"source": source, "key": item, "first": a, "second": b, "final": final,
+                       "why": decided[key]["why"] if a != b else ""}  # fmt: skip
+    new = [record[k] for k in second]
+    rows = [record[k] for k in sorted(record, key=_natural)]
+    with path.open("w", encoding="utf-8") as f:
         for r in rows:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
     with (folder / "answers" / f"{ADJUDICATED}.jsonl").open("w", encoding="utf-8") as f:
         for fix in fixes:
             f.write(json.dumps(fix, ensure_ascii=False) + "\n")
-    return {"second reading": len(rows), "differ": sum(r["first"] != r["second"] for r in rows),
-            "corrected": len(fixes)}  # fmt: skip
+    return {"second reading": len(new), "differ": sum(r["first"] != r["second"] for r in new),
+            "corrected": len(fixes), "recorded": len(rows)}  # fmt: skip
 
 
 def collect_translations() -> dict[str, int]:

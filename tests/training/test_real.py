@@ -319,3 +319,91 @@ def test_collect_keeps_the_committed_labels_and_adds_the_new_answers(
         for r in map(json.loads, (labels_dir / "chitchat.jsonl").read_text().splitlines())
     }
     assert got == {"c-1:0": ["health"], "c-1:1": ["religion"], "c-2:0": ["politics"]}
+
+
+def test_collect_second_keeps_the_committed_readings_and_needs_an_adjudication(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from training import labelling
+
+    record = tmp_path / "second-reading.jsonl"
+    old = {"source": "vader", "key": "vader:1", "first": [], "second": [], "final": [], "why": ""}
+    record.write_text(json.dumps(old) + "\n")
+    sheets = tmp_path / "sheets"
+    (sheets / "answers").mkdir(parents=True)
+    (sheets / "second").mkdir()
+
+    def write(path: Path, answers: dict[str, list[str]]) -> None:
+        path.write_text(
+            "".join(json.dumps({"key": k, "labels": v}) + "\n" for k, v in answers.items())
+        )
+
+    write(sheets / "answers" / "m2.jsonl", {"bukhari/b:1:ar": ["religion"], "bukhari/b:2:ar": []})
+    second = {"bukhari/b:1:ar": ["religion"], "bukhari/b:2:ar": ["health"]}
+    write(sheets / "second" / "answers-m2.jsonl", second)
+    monkeypatch.setattr(labelling, "SECOND_READING", str(record))
+    monkeypatch.setattr(labelling, "SHEETS", str(sheets))
+    with pytest.raises(ValueError, match="no adjudication"):
+        labelling.collect_second()
+    (sheets / "adjudication.jsonl").write_text(
+        json.dumps({"key": "bukhari/b:2:ar", "final": ["health"], "why": "a fever treated"}) + "\n"
+    )
+    assert labelling.collect_second() == {
+        "second reading": 2, "differ": 1, "corrected": 1, "recorded": 3
+    }  # fmt: skip
+    rows = [json.loads(x) for x in record.read_text().splitlines()]
+    assert [r["key"] for r in rows] == ["b:1:ar", "b:2:ar", "vader:1"]  # the old one is kept
+    fix = json.loads((sheets / "answers" / f"{labelling.ADJUDICATED}.jsonl").read_text())
+    assert fix["key"] == "bukhari/b:2:ar" and fix["labels"] == ["health"]
+
+
+def test_a_later_model_round_takes_train_items_not_taken_top_and_near_the_threshold(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from types import SimpleNamespace
+
+    import service.artifact
+    import service.classifier
+    from training import selection
+    from training.selection import split_group
+
+    items = [
+        {"key": f"h:{i}:ar", "lang": "ar", "group": f"ch{i}", "origin": "hadith",
+         "text": f"passage number {i}"}
+        for i in range(300)
+    ]  # fmt: skip
+    (tmp_path / "bukhari.jsonl").write_text("".join(json.dumps(it) + "\n" for it in items))
+
+    class Fake:  # scores an item by its number: health i/300, the others 0
+        labels = ("health", "religion", "politics")
+
+        def __init__(self, artifact: object) -> None:
+            self.artifact = SimpleNamespace(
+                thresholds={"health": 0.5, "religion": 0.5, "politics": 0.5}
+            )
+
+        def score_texts(self, texts: list[str]) -> list[SimpleNamespace]:
+            out = []
+            for t in texts:
+                i = int(t.rsplit(" ", 1)[1])
+                scores = {"health": i / 300, "religion": 0.0, "politics": 0.0}
+                out.append(SimpleNamespace(scores=scores))
+            return out
+
+    monkeypatch.setattr(service.classifier, "Classifier", Fake)
+    monkeypatch.setattr(service.artifact.ModelArtifact, "load", staticmethod(lambda d: None))
+    monkeypatch.setattr(selection, "MODEL_ROUND", [("bukhari", "ar", 2, 3)])
+    train = [it for it in items if split_of(split_group(it, "bukhari")) == "train"]
+
+    taken_key = max(train, key=lambda it: int(it["key"].split(":")[1]))["key"]
+    rows = selection.model_round({f"bukhari/{taken_key}"}, tmp_path, 2, str(tmp_path))
+    keys = [r["key"] for r in rows]
+    assert taken_key not in keys and len(keys) == len(set(keys))
+    assert all(r["split"] == "train" and split_of(r["split_group"]) == "train" for r in rows)
+    health = [r for r in rows if r["selection"].startswith("model2:health")]
+    top = [r["model_score"] for r in health if r["selection"].endswith(":top")]
+    near = [r["model_score"] for r in health if r["selection"].endswith(":near")]
+    left = [int(it["key"].split(":")[1]) / 300 for it in train if it["key"] != taken_key]
+    ranked = sorted(left, reverse=True)
+    assert top == [round(x, 4) for x in ranked[:2]]
+    assert len(near) == 3 and all(abs(x - 0.5) < 0.1 for x in near)
