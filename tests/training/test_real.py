@@ -407,3 +407,55 @@ def test_a_later_model_round_takes_train_items_not_taken_top_and_near_the_thresh
     ranked = sorted(left, reverse=True)
     assert top == [round(x, 4) for x in ranked[:2]]
     assert len(near) == 3 and all(abs(x - 0.5) < 0.1 for x in near)
+
+
+def test_a_later_model_round_on_chat_takes_whole_train_conversations(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from types import SimpleNamespace
+
+    import service.artifact
+    import service.classifier
+    from training import selection
+
+    items = [
+        {"key": f"c{c}:{p}", "lang": "en", "group": f"c{c}", "origin": "chat", "conv": f"c{c}",
+         "pos": p, "speaker": "AB"[p % 2], "text": f"conv {c} turn {p}"}
+        for c in range(200) for p in range(3)
+    ]  # fmt: skip
+    (tmp_path / "chitchat.jsonl").write_text("".join(json.dumps(it) + "\n" for it in items))
+    seen_contexts: list[str] = []
+
+    class Fake:  # the last turn of conversation c scores health c/200; contexts are recorded
+        labels = ("health", "religion", "politics")
+        encoder = SimpleNamespace(contexts=lambda texts: [f"ctx{i}" for i in range(len(texts))])
+
+        def __init__(self, artifact: object) -> None:
+            self.artifact = SimpleNamespace(thresholds=dict.fromkeys(self.labels, 0.5))
+
+        def score_texts(self, texts: list[str], ctx: list[str]) -> list[SimpleNamespace]:
+            seen_contexts.extend(ctx)
+            out = []
+            for t in texts:
+                c, p = int(t.split()[1]), int(t.split()[3])
+                h = c / 200 if p == 2 else 0.0
+                out.append(SimpleNamespace(scores={"health": h, "religion": 0.0, "politics": 0.0}))
+            return out
+
+    monkeypatch.setattr(service.classifier, "Classifier", Fake)
+    monkeypatch.setattr(service.artifact.ModelArtifact, "load", staticmethod(lambda d: None))
+    monkeypatch.setattr(selection, "MODEL_ROUND", [("chitchat", "en", 1, 2), ("vader", "en", 1, 1)])
+    monkeypatch.setattr(selection, "chitchat_reserved", lambda conv: False)
+    rows = selection.model_round(set(), tmp_path, 3, str(tmp_path), sources={"chitchat"})
+    assert {r["source"] for r in rows} == {"chitchat"}  # the vader pool was not asked for
+    assert seen_contexts and set(seen_contexts) == {"ctx0", "ctx1", "ctx2"}
+    by_conv: dict[str, list[dict[str, object]]] = defaultdict(list)
+    for r in rows:
+        by_conv[str(r["conv"])].append(r)
+    assert all(len(ms) == 3 and {m["split"] for m in ms} == {"train"} for ms in by_conv.values())
+    health = {str(r["conv"]): r["selection"] for r in rows if r["pos"] == 0}
+    top = [c for c, tag in health.items() if tag == "model3:health:top"]
+    near = [c for c, tag in health.items() if tag == "model3:health:near"]
+    train = [c for c in range(200) if split_of(f"chitchat:c{c}") == "train"]
+    assert top == [f"c{max(train)}"]
+    assert len(near) == 2 and all(abs(int(c[1:]) / 200 - 0.5) < 0.1 for c in near)
