@@ -459,3 +459,48 @@ def test_a_later_model_round_on_chat_takes_whole_train_conversations(
     train = [c for c in range(200) if split_of(f"chitchat:c{c}") == "train"]
     assert top == [f"c{max(train)}"]
     assert len(near) == 2 and all(abs(int(c[1:]) / 200 - 0.5) < 0.1 for c in near)
+
+
+def test_a_round_with_its_own_pools_reads_only_them_and_picks_only_its_labels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from types import SimpleNamespace
+
+    import service.artifact
+    import service.classifier
+    from training import selection
+
+    for source in ("vader", "bukhari"):
+        items = [
+            {"key": f"{source}:{i}", "lang": "en", "group": f"{source}{i}", "origin": "x",
+             "text": f"an item numbered {i}"}
+            for i in range(200)
+        ]  # fmt: skip
+        (tmp_path / f"{source}.jsonl").write_text("".join(json.dumps(i) + "\n" for i in items))
+
+    class Fake:  # every label scores the item's number / 200
+        labels = ("health", "religion", "politics")
+
+        def __init__(self, artifact: object) -> None:
+            self.artifact = SimpleNamespace(thresholds=dict.fromkeys(self.labels, 0.5))
+
+        def score_texts(self, texts: list[str]) -> list[SimpleNamespace]:
+            return [
+                SimpleNamespace(scores=dict.fromkeys(self.labels, int(t.split()[-1]) / 200))
+                for t in texts
+            ]
+
+    monkeypatch.setattr(service.classifier, "Classifier", Fake)
+    monkeypatch.setattr(service.artifact.ModelArtifact, "load", staticmethod(lambda d: None))
+    monkeypatch.setattr(selection, "MODEL_ROUND", [("bukhari", "en", 1, 1)])
+    monkeypatch.setattr(selection, "ROUND_POOLS", {4: ([("vader", "en", 2, 2)], ("health",))})
+    rows = selection.model_round(set(), tmp_path, 4, str(tmp_path))
+    assert {r["source"] for r in rows} == {"vader"}
+    assert (
+        sorted(r["selection"] for r in rows)
+        == ["model4:health:near"] * 2 + ["model4:health:top"] * 2
+    )
+    # a round not listed keeps MODEL_ROUND and every label
+    rows = selection.model_round(set(), tmp_path, 5, str(tmp_path))
+    assert {r["source"] for r in rows} == {"bukhari"}
+    assert {r["selection"].split(":")[1] for r in rows} == {"health", "religion", "politics"}
