@@ -504,3 +504,13 @@ def test_a_round_with_its_own_pools_reads_only_them_and_picks_only_its_labels(
     rows = selection.model_round(set(), tmp_path, 5, str(tmp_path))
     assert {r["source"] for r in rows} == {"bukhari"}
     assert {r["selection"].split(":")[1] for r in rows} == {"health", "religion", "politics"}
+
+
+def test_every_later_round_pool_is_a_known_source_and_language() -> None:
+    from training import selection
+    from training.config import LABELS
+
+    known = set(selection.UNIFORM)
+    for pools, labels in [(selection.MODEL_ROUND, None), *selection.ROUND_POOLS.values()]:
+        assert {(s, g) for s, g, _, _ in pools} <= known
+        assert labels is None or set(labels) <= set(LABELS)
