@@ -110,8 +110,11 @@ def assign_splits(records: list[dict[str, Any]]) -> dict[str, str]:
 
 def examples(records: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     """One example per message, with the previous message as context. A record with a fixed
-    `split` (real text) keeps it; a train message whose text is also in a held-out real split
-    (at least 20 characters) is left out, so nothing held out is ever trained on."""
+    `split` (real text, authored text written for train only) keeps it; a train message whose
+    text is also in a held-out real split (at least 20 characters) is left out, and so is a
+    fixed-split train message whose text is in the authored validation or test split (any
+    length: the hashed split merges identical texts, a fixed split cannot), so nothing held out
+    is ever trained on. The message still counts as context for the turns after it."""
     records = list(records)
     splits = assign_splits([r for r in records if "split" not in r])
     held_out = {
@@ -121,13 +124,21 @@ def examples(records: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         for m in r["messages"]
         if len(m["content"]) >= 20
     }
+    authored_held_out = {
+        text_key(m["content"])
+        for r in records
+        if "split" not in r and splits[r["id"]] != "train"
+        for m in r["messages"]
+    }
     for r in records:
         split = r.get("split") or splits[r["id"]]
+        fixed = "split" in r
         prev = ""
         history: list[list[str]] = []
         for i, m in enumerate(r["messages"]):
             turn = [m["role"], normalize(m["content"])]
-            if split == "train" and held_out and text_key(m["content"]) in held_out:
+            key = text_key(m["content"])
+            if split == "train" and (key in held_out or (fixed and key in authored_held_out)):
                 prev = m["content"]
                 history = [*history, turn][-HISTORY_TURNS:]
                 continue

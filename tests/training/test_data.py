@@ -42,3 +42,25 @@ def test_no_group_or_text_spans_two_splits() -> None:
     assert all(len(s) == 1 for s in where.values())
     leaked = [t for t, s in text_where.items() if len(s) > 1]
     assert not leaked, leaked[:5]
+
+
+def test_a_fixed_train_record_never_trains_on_a_held_out_authored_text() -> None:
+    def rec(rid: str, texts: list[str], **extra: str) -> dict[str, object]:
+        msgs = [{"role": "user", "content": t, "labels": []} for t in texts]
+        return {"id": rid, "group": rid, "lang": "en", "source": "authored", "kind": "t",
+                "messages": msgs, **extra}  # fmt: skip
+
+    held = next(g for g in (f"g{i}" for i in range(100)) if split_of(g) == "test")
+    records = [
+        rec(held, ["ok", "a sentence held out in the authored test split"]),
+        rec(
+            "pinned",
+            ["ok", "a new line", "a sentence held out in the authored test split"],
+            split="train",
+        ),  # fmt: skip
+    ]
+    out = [e for e in examples(records) if e["record"] == "pinned"]
+    assert [e["text"] for e in out] == ["a new line"]
+    assert all(e["split"] == "train" for e in out)
+    # the dropped turns still give the next one its context
+    assert out[0]["context"] == "ok"
