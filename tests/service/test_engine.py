@@ -179,11 +179,11 @@ def test_context_is_read_and_does_not_make_everything_sensitive(client: TestClie
 
 
 @pytest.mark.xfail(
-    strict=True, reason="e5-multi 1.3.0 scores this 'me too' health 0.42 (threshold 0.58)"
+    strict=True, reason="e5-multi 1.4.0 scores this 'me too' health 0.38 (threshold 0.81)"
 )
 def test_context_makes_a_reply_sensitive(client: TestClient) -> None:
     """Read after the turn before it, "me too, since 2019" is the user's own diabetes (1.1.0
-    flagged it; 1.2.0 and 1.3.0, which read role-marked turns, do not)."""
+    flagged it; 1.2.0 to 1.4.0, which read role-marked turns, do not)."""
     out = client.post("/v1/classify", json={"messages": [DAD, ME_TOO]}).json()
     assert out["messages"][1]["flags"]["health"] is True
 
