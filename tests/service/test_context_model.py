@@ -34,8 +34,8 @@ CASES = {
 
 
 # Known miss of the shipped model (e5-multi 1.4.0; 1.2.0 and 1.3.0 too): the Arabic late "me too"
-# scores health 0.37 against a threshold of 0.81 (1.3.0: 0.15 against 0.58). Strict: the day a model gets it right, these fail
-# until the mark goes.
+# scores health 0.37 against a threshold of 0.81 (1.3.0: 0.15 against 0.58). Strict: the day a
+# model gets it right, these fail until the mark goes.
 AR_MISS = pytest.mark.xfail(strict=True, reason="e5-multi 1.4.0 misses the Arabic late me too")
 WITH_AR_MISS = [pytest.param(x, marks=AR_MISS) if x == "ar" else x for x in sorted(CASES)]
 
