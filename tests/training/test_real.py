@@ -269,6 +269,13 @@ def test_the_chat_round_takes_whole_train_conversations_never_reserved_nor_taken
     again = chat(exclude | {f"chitchat/{r['key']}" for r in rows}, str(tmp_path), round_=2)
     assert again and not {r["conv"] for r in again} & set(by_conv)
     assert {str(r["selection"]).split(":")[0] for r in again} == {"chat2"}
+    # round 3 follows its own mix (health-heavy), not the first rounds'
+    third = chat(exclude, str(tmp_path), round_=3)
+    convs_of: dict[str, set[str]] = defaultdict(set)
+    for r in third:
+        convs_of[str(r["selection"])].add(str(r["conv"]))
+    counts = {k: len(v) for k, v in convs_of.items() if not k.endswith("random")}
+    assert counts == {"chat3:health": 26, "chat3:religion": 10}  # no politics conversation
 
 
 def test_collect_keeps_the_committed_labels_and_adds_the_new_answers(
