@@ -3,12 +3,17 @@
     python -m training.labelling sheet NAME --select uniform --sources a,b [--langs x,y]
         writes build/real/labelling/NAME.jsonl: one line per item to read, or per chat
         conversation (its messages in order, each with its key), text included
+    python -m training.labelling translate-sheet NAME --select chat3 [--positive 30 --negative 15]
+        writes build/real/translate/NAME.jsonl (NAME: <lang> or <lang>-<round>): segments of
+        labelled train chat conversations of that selection, with their labels, none of whose
+        messages was translated before; segments holding a sensitive message first
     python -m training.labelling collect
         reads build/real/labelling/answers/*.jsonl ({"key", "labels", "note"} per item) and
         merges them into training/data/real/labels/<source>.jsonl, which hold no text; then
         turns hand translations (build/real/translate/answers-<lang>.jsonl, {"key", "text",
         "variety"} per message, from the segments of build/real/translate/<lang>.jsonl) into
-        training/data/real/translated/<lang>.jsonl, with the source message's labels
+        training/data/real/translated/<lang>[-<round>].jsonl, with the source message's labels
+        (a round's file is rewritten only from its own answers file)
 
 Sheets and answers stay under build/ (never committed): only the labels files are kept.
 """
@@ -17,12 +22,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from training.config import LABELS, resolve
 from training.fetch import load_sources
+from training.realdata import translated_records
 from training.selection import METHODS, OUT_DIR, read
 
 SHEETS = "build/real/labelling"
@@ -88,6 +95,69 @@ def sheet(
         for line in lines:
             f.write(json.dumps(line, ensure_ascii=False) + "\n")
     return sum(len(x["messages"]) if "messages" in x else 1 for x in lines)
+
+
+SEGMENT = 7  # messages per translation segment (a disclosure with the turns around it)
+
+
+def translation_sheet(name: str, select: str, positive: int, negative: int, seed: int = 0) -> int:
+    """Segments of `select`'s labelled train chat conversations for hand translation: windows of
+    SEGMENT consecutive messages, first those holding a labelled message (the window ends two
+    turns after it, so the late replies that count through context come along), then windows
+    with none (at most one per conversation, apart from its labelled windows); never a message
+    translated before, never a held-out conversation."""
+    labels = {ref(r): r for r in _label_rows()}
+    done = {m["translated_from"] for r in translated_records(TRANSLATED_DIR) for m in r["messages"]}
+    convs: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in selected().values():
+        k = ref(r)
+        if r["source"] == "chitchat" and r["selection"].split(":")[0] == select and k in labels:
+            convs[r["conv"]].append(
+                {**r, "labels": labels[k]["labels"], "split": labels[k]["split"]}
+            )
+    rng = random.Random(seed)
+    pos_segs: list[list[dict[str, Any]]] = []
+    neg_segs: list[list[dict[str, Any]]] = []
+    for conv in sorted(convs):
+        msgs = sorted(convs[conv], key=lambda m: m["pos"])
+        if any(m["split"] != "train" for m in msgs):
+            continue
+        i, used = 0, set[str]()
+        while i < len(msgs):
+            hit = next((j for j in range(i, len(msgs)) if msgs[j]["labels"]), None)
+            if hit is None:
+                break
+            end = min(len(msgs), hit + 3)
+            seg = msgs[max(i, end - SEGMENT) : end]
+            if not any(ref(m) in done for m in seg):
+                pos_segs.append(seg)
+                used |= {ref(m) for m in seg}
+            i = end
+        quiet = [msgs[j : j + SEGMENT] for j in range(0, len(msgs) - SEGMENT + 1, SEGMENT)]
+        quiet = [w for w in quiet if not any(m["labels"] or ref(m) in done | used for m in w)]
+        if quiet:
+            neg_segs.append(rng.choice(quiet))
+    chosen = rng.sample(pos_segs, min(positive, len(pos_segs)))
+    chosen += rng.sample(neg_segs, min(negative, len(neg_segs)))
+    out = resolve(TRANSLATE) / f"{name}.jsonl"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", encoding="utf-8") as f:
+        for seg in chosen:
+            msgs = [
+                {"key": ref(m), "speaker": m["speaker"], "text": m["text"], "labels": m["labels"]}
+                for m in seg
+            ]
+            f.write(json.dumps({"messages": msgs}, ensure_ascii=False) + "\n")
+    return sum(len(seg) for seg in chosen)
+
+
+def _label_rows() -> list[dict[str, Any]]:
+    return [
+        json.loads(line)
+        for path in sorted(resolve(LABELS_DIR).glob("*.jsonl"))
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
 
 
 def collect() -> dict[str, int]:
@@ -205,14 +275,15 @@ def collect_translations() -> dict[str, int]:
             labels[f"{row['source']}/{row['key']}"] = row
     counts = {}
     for answers in sorted(resolve(TRANSLATE).glob("answers-*.jsonl")):
-        lang = answers.stem.removeprefix("answers-")
+        name = answers.stem.removeprefix("answers-")  # <lang> or <lang>-<round>
+        lang = name.split("-")[0]
         done = {}
         for line in answers.read_text(encoding="utf-8").splitlines():
             if line.strip():
                 a = json.loads(line)
                 done[a["key"]] = a
         records = []
-        sheet = resolve(TRANSLATE) / f"{lang}.jsonl"
+        sheet = resolve(TRANSLATE) / f"{name}.jsonl"
         for n, line in enumerate(sheet.read_text(encoding="utf-8").splitlines(), 1):
             seg = json.loads(line)
             msgs = [
@@ -225,7 +296,7 @@ def collect_translations() -> dict[str, int]:
                 raise ValueError(f"{msgs[0]['key']} is held out: it must not be translated")
             records.append(
                 {
-                    "id": f"translated-{lang}-{n:04d}",
+                    "id": f"translated-{name}-{n:04d}",
                     "group": first["group"],
                     "lang": lang,
                     "source": "translated",
@@ -245,12 +316,12 @@ def collect_translations() -> dict[str, int]:
                     ],
                 }
             )
-        out = resolve(TRANSLATED_DIR) / f"{lang}.jsonl"
+        out = resolve(TRANSLATED_DIR) / f"{name}.jsonl"
         out.parent.mkdir(parents=True, exist_ok=True)
         with out.open("w", encoding="utf-8") as f:
             for r in records:
                 f.write(json.dumps(r, ensure_ascii=False) + "\n")
-        counts[f"translated {lang}"] = sum(len(r["messages"]) for r in records)
+        counts[f"translated {name}"] = sum(len(r["messages"]) for r in records)
     return counts
 
 
@@ -267,6 +338,11 @@ def main() -> None:
     s.add_argument("--sources", required=True)
     s.add_argument("--langs", default="")
     s.add_argument("--part", default="0/1", help="chat: conversations i of every n")
+    t = sub.add_parser("translate-sheet")
+    t.add_argument("name", help="<lang> or <lang>-<round>")
+    t.add_argument("--select", required=True, help="a chat selection, e.g. chat3")
+    t.add_argument("--positive", type=int, default=30)
+    t.add_argument("--negative", type=int, default=15)
     sub.add_parser("collect")
     args = parser.parse_args()
     if args.cmd == "sheet":
@@ -274,6 +350,9 @@ def main() -> None:
         i, n = (int(x) for x in args.part.split("/"))
         n = sheet(args.name, args.select, args.sources.split(","), langs, (i, n))
         print(f"{args.name}: {n} items")  # noqa: T201 - a command-line report
+    elif args.cmd == "translate-sheet":
+        n = translation_sheet(args.name, args.select, args.positive, args.negative)
+        print(f"{args.name}: {n} messages to translate")  # noqa: T201 - a command-line report
     else:
         second = collect_second()
         print(json.dumps({**collect(), **collect_translations(), **second}, indent=1))  # noqa: T201

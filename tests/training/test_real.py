@@ -521,3 +521,66 @@ def test_every_later_round_pool_is_a_known_source_and_language() -> None:
     for pools, labels in [(selection.MODEL_ROUND, None), *selection.ROUND_POOLS.values()]:
         assert {(s, g) for s, g, _, _ in pools} <= known
         assert labels is None or set(labels) <= set(LABELS)
+
+
+def test_a_translation_round_takes_new_train_segments_and_keeps_the_first_round(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second translation round's sheet holds labelled train segments (disclosure first),
+    never a message translated before nor a held-out conversation; collecting it writes its
+    own file and leaves the first round's translations as they are."""
+    from training import labelling
+
+    def row(conv: str, pos: int, labels: list[str], split: str = "train") -> dict[str, object]:
+        return {
+            "source": "chitchat", "version": "1", "key": f"{conv}:{pos}", "lang": "en",
+            "group": f"chitchat:{conv}", "selection": "chat3:health", "split": split,
+            "labels": labels, "note": "",
+        }  # fmt: skip
+
+    rows = [row("a", p, ["health"] if p == 9 else []) for p in range(14)]
+    rows += [row("b", p, []) for p in range(14)]  # quiet: one negative segment
+    rows += [row("held", p, ["health"], "validation") for p in range(3)]
+    rows += [row("old", p, ["health"]) for p in range(3)]  # translated in round 1
+    labels_dir = tmp_path / "labels"
+    labels_dir.mkdir()
+    (labels_dir / "chitchat.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    selected = {
+        f"chitchat/{r['key']}": {
+            **r, "conv": str(r["key"]).split(":")[0], "pos": int(str(r["key"]).split(":")[1]),
+            "speaker": "A", "text": f"text {r['key']}",
+        }
+        for r in rows
+    }  # fmt: skip
+    translated = tmp_path / "translated"
+    translated.mkdir()
+    first_round = {
+        "id": "translated-fr-0001", "group": "chitchat:old", "lang": "fr", "split": "train",
+        "messages": [{"role": "user", "content": "j'ai de l'asthme", "labels": ["health"],
+                      "translated_from": "chitchat/old:0"}],
+    }  # fmt: skip
+    (translated / "fr.jsonl").write_text(json.dumps(first_round) + "\n")
+    monkeypatch.setattr(labelling, "selected", lambda: selected)
+    monkeypatch.setattr(labelling, "LABELS_DIR", str(labels_dir))
+    monkeypatch.setattr(labelling, "TRANSLATED_DIR", str(translated))
+    monkeypatch.setattr(labelling, "TRANSLATE", str(tmp_path / "translate"))
+    assert labelling.translation_sheet("fr-2", "chat3", positive=5, negative=5) == 2 * 7
+    segs = [json.loads(x) for x in (tmp_path / "translate" / "fr-2.jsonl").read_text().splitlines()]
+    keys = [[m["key"] for m in s["messages"]] for s in segs]
+    # the disclosure with four turns before it and two after; then one quiet window
+    assert keys[0] == [f"chitchat/a:{p}" for p in range(5, 12)]
+    assert segs[0]["messages"][4]["labels"] == ["health"]
+    assert keys[1][0].startswith("chitchat/b:") and len(keys[1]) == 7
+    answers = tmp_path / "translate" / "answers-fr-2.jsonl"
+    answers.write_text(
+        "".join(json.dumps({"key": k, "text": f"fr {k}", "variety": "fr"}) + "\n" for k in keys[0])
+    )
+    assert labelling.collect_translations() == {"translated fr-2": 7}
+    assert json.loads((translated / "fr.jsonl").read_text()) == first_round
+    (new,) = [json.loads(x) for x in (translated / "fr-2.jsonl").read_text().splitlines()]
+    assert new["lang"] == "fr" and new["id"] == "translated-fr-2-0001"
+    assert [m["labels"] for m in new["messages"]][4] == ["health"]
+    assert {r["id"] for r in translated_records(str(translated))} == {
+        "translated-fr-0001",
+        "translated-fr-2-0001",
+    }
