@@ -127,8 +127,15 @@ def translation_sheet(name: str, select: str, positive: int, negative: int, seed
             hit = next((j for j in range(i, len(msgs)) if msgs[j]["labels"]), None)
             if hit is None:
                 break
-            end = min(len(msgs), hit + 3)
-            seg = msgs[max(i, end - SEGMENT) : end]
+            start, end = max(i, hit + 3 - SEGMENT), hit + 3
+            # a labelled message whose turns before it the window holds joins it, so that no
+            # segment starts cut off from the context its first labels rest on
+            reach = range(end, min(len(msgs), end + SEGMENT - 3))
+            while (nxt := next((j for j in reach if msgs[j]["labels"]), None)) is not None:
+                end = nxt + 3
+                reach = range(end, min(len(msgs), end + SEGMENT - 3))
+            end = min(len(msgs), end)
+            seg = msgs[start:end]
             if not any(ref(m) in done for m in seg):
                 pos_segs.append(seg)
                 used |= {ref(m) for m in seg}
@@ -316,6 +323,7 @@ def collect_translations() -> dict[str, int]:
                     ],
                 }
             )
+        records = _join_adjacent(records)
         out = resolve(TRANSLATED_DIR) / f"{name}.jsonl"
         out.parent.mkdir(parents=True, exist_ok=True)
         with out.open("w", encoding="utf-8") as f:
@@ -323,6 +331,26 @@ def collect_translations() -> dict[str, int]:
                 f.write(json.dumps(r, ensure_ascii=False) + "\n")
         counts[f"translated {name}"] = sum(len(r["messages"]) for r in records)
     return counts
+
+
+def _join_adjacent(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Segments of one conversation that follow each other become one record, so that a
+    message is read after the turns it followed in the source."""
+
+    def pos(m: dict[str, Any]) -> int:
+        return int(str(m["translated_from"]).rsplit(":", 1)[1])
+
+    out: list[dict[str, Any]] = []
+    last: dict[tuple[str, int], dict[str, Any]] = {}
+    for r in sorted(records, key=lambda r: (r["group"], pos(r["messages"][0]))):
+        prev = last.pop((r["group"], pos(r["messages"][0]) - 1), None)
+        if prev is None:
+            out.append(r)
+            prev = r
+        else:
+            prev["messages"] += r["messages"]
+        last[(r["group"], pos(prev["messages"][-1]))] = prev
+    return sorted(out, key=lambda r: str(r["id"]))
 
 
 def _natural(key: str) -> list[Any]:

@@ -584,3 +584,27 @@ def test_a_translation_round_takes_new_train_segments_and_keeps_the_first_round(
         "translated-fr-0001",
         "translated-fr-2-0001",
     }
+    # two disclosures close together make one segment: the second keeps its turns before it
+    rows[16]["labels"] = ["religion"]  # b:2
+    rows[19]["labels"] = ["religion"]  # b:5, within the reach of b:2's window
+    (labels_dir / "chitchat.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    labelling.translation_sheet("fr-3", "chat3", positive=5, negative=0)
+    segs = [json.loads(x) for x in (tmp_path / "translate" / "fr-3.jsonl").read_text().splitlines()]
+    # (conversation a's segment was translated in round 2: not offered again)
+    assert [[m["key"] for m in s["messages"]] for s in segs] == [
+        [f"chitchat/b:{p}" for p in range(8)]
+    ]
+
+
+def test_translated_segments_that_follow_each_other_become_one_record() -> None:
+    from training.labelling import _join_adjacent
+
+    def rec(n: int, conv: str, pos: list[int]) -> dict[str, object]:
+        msgs = [{"translated_from": f"chitchat/{conv}:{p}", "content": str(p)} for p in pos]
+        return {"id": f"t-{n}", "group": f"chitchat:{conv}", "messages": msgs}
+
+    got = _join_adjacent([rec(1, "a", [3, 4]), rec(2, "b", [0, 1]), rec(3, "a", [0, 1, 2])])
+    assert [(r["id"], [m["content"] for m in r["messages"]]) for r in got] == [  # type: ignore[attr-defined]
+        ("t-2", ["0", "1"]),
+        ("t-3", ["0", "1", "2", "3", "4"]),
+    ]
