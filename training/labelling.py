@@ -30,7 +30,8 @@ from typing import Any
 from training.config import LABELS, resolve
 from training.fetch import load_sources
 from training.realdata import translated_records
-from training.selection import METHODS, OUT_DIR, read
+from training.selection import ITEMS_DIR, METHODS, OUT_DIR, read
+from training.selection import load as load_items
 
 SHEETS = "build/real/labelling"
 ADJUDICATED = "zz-adjudicated"  # sorts last among the answers files, so its labels win
@@ -100,20 +101,24 @@ def sheet(
 SEGMENT = 7  # messages per translation segment (a disclosure with the turns around it)
 
 
-def translation_sheet(name: str, select: str, positive: int, negative: int, seed: int = 0) -> int:
-    """Segments of `select`'s labelled train chat conversations for hand translation: windows of
-    SEGMENT consecutive messages, first those holding a labelled message (the window ends two
-    turns after it, so the late replies that count through context come along), then windows
-    with none (at most one per conversation, apart from its labelled windows); never a message
-    translated before, never a held-out conversation."""
-    labels = {ref(r): r for r in _label_rows()}
+def translation_sheet(
+    name: str, select: str, positive: int, negative: int, items_dir: str = ITEMS_DIR, seed: int = 0
+) -> int:
+    """Segments of the labelled train chat conversations of `select` (comma-separated rounds,
+    texts from the extracted items) for hand translation: windows of SEGMENT consecutive
+    messages, first those holding a labelled message (the window ends two turns after it, so
+    the late replies that count through context come along), then windows with none (at most
+    one per conversation, apart from its labelled windows); never a message translated before,
+    never a held-out conversation."""
+    rounds = set(select.split(","))
     done = {m["translated_from"] for r in translated_records(TRANSLATED_DIR) for m in r["messages"]}
+    items = {f"chitchat/{it['key']}": it for it in load_items("chitchat", items_dir)}
     convs: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for r in selected().values():
-        k = ref(r)
-        if r["source"] == "chitchat" and r["selection"].split(":")[0] == select and k in labels:
-            convs[r["conv"]].append(
-                {**r, "labels": labels[k]["labels"], "split": labels[k]["split"]}
+    for row in _label_rows():
+        it = items.get(ref(row))
+        if it is not None and row["selection"].split(":")[0] in rounds:
+            convs[it["conv"]].append(
+                {**it, "source": "chitchat", "labels": row["labels"], "split": row["split"]}
             )
     rng = random.Random(seed)
     pos_segs: list[list[dict[str, Any]]] = []
@@ -368,7 +373,7 @@ def main() -> None:
     s.add_argument("--part", default="0/1", help="chat: conversations i of every n")
     t = sub.add_parser("translate-sheet")
     t.add_argument("name", help="<lang> or <lang>-<round>")
-    t.add_argument("--select", required=True, help="a chat selection, e.g. chat3")
+    t.add_argument("--select", required=True, help="chat selections, e.g. chat3 or chat,chat2")
     t.add_argument("--positive", type=int, default=30)
     t.add_argument("--negative", type=int, default=15)
     sub.add_parser("collect")

@@ -529,7 +529,7 @@ def test_a_translation_round_takes_new_train_segments_and_keeps_the_first_round(
     """A second translation round's sheet holds labelled train segments (disclosure first),
     never a message translated before nor a held-out conversation; collecting it writes its
     own file and leaves the first round's translations as they are."""
-    from training import labelling
+    from training import labelling, selection
 
     def row(conv: str, pos: int, labels: list[str], split: str = "train") -> dict[str, object]:
         return {
@@ -545,13 +545,14 @@ def test_a_translation_round_takes_new_train_segments_and_keeps_the_first_round(
     labels_dir = tmp_path / "labels"
     labels_dir.mkdir()
     (labels_dir / "chitchat.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    selected = {
-        f"chitchat/{r['key']}": {
-            **r, "conv": str(r["key"]).split(":")[0], "pos": int(str(r["key"]).split(":")[1]),
-            "speaker": "A", "text": f"text {r['key']}",
-        }
+    items = [
+        {"key": r["key"], "lang": "en", "group": r["group"], "origin": "chat",
+         "conv": str(r["key"]).split(":")[0], "pos": int(str(r["key"]).split(":")[1]),
+         "speaker": "A", "text": f"text {r['key']}"}
         for r in rows
-    }  # fmt: skip
+    ]  # fmt: skip
+    (tmp_path / "items").mkdir()
+    (tmp_path / "items" / "chitchat.jsonl").write_text("".join(json.dumps(i) + "\n" for i in items))
     translated = tmp_path / "translated"
     translated.mkdir()
     first_round = {
@@ -560,11 +561,12 @@ def test_a_translation_round_takes_new_train_segments_and_keeps_the_first_round(
                       "translated_from": "chitchat/old:0"}],
     }  # fmt: skip
     (translated / "fr.jsonl").write_text(json.dumps(first_round) + "\n")
-    monkeypatch.setattr(labelling, "selected", lambda: selected)
+    monkeypatch.setattr(selection, "chitchat_reserved", lambda conv: False)
     monkeypatch.setattr(labelling, "LABELS_DIR", str(labels_dir))
     monkeypatch.setattr(labelling, "TRANSLATED_DIR", str(translated))
     monkeypatch.setattr(labelling, "TRANSLATE", str(tmp_path / "translate"))
-    assert labelling.translation_sheet("fr-2", "chat3", positive=5, negative=5) == 2 * 7
+    items_dir = str(tmp_path / "items")
+    assert labelling.translation_sheet("fr-2", "chat3", 5, 5, items_dir) == 2 * 7
     segs = [json.loads(x) for x in (tmp_path / "translate" / "fr-2.jsonl").read_text().splitlines()]
     keys = [[m["key"] for m in s["messages"]] for s in segs]
     # the disclosure with four turns before it and two after; then one quiet window
@@ -588,7 +590,7 @@ def test_a_translation_round_takes_new_train_segments_and_keeps_the_first_round(
     rows[16]["labels"] = ["religion"]  # b:2
     rows[19]["labels"] = ["religion"]  # b:5, within the reach of b:2's window
     (labels_dir / "chitchat.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    labelling.translation_sheet("fr-3", "chat3", positive=5, negative=0)
+    labelling.translation_sheet("fr-3", "chat2,chat3", 5, 0, items_dir)
     segs = [json.loads(x) for x in (tmp_path / "translate" / "fr-3.jsonl").read_text().splitlines()]
     # (conversation a's segment was translated in round 2: not offered again)
     assert [[m["key"] for m in s["messages"]] for s in segs] == [
