@@ -17,6 +17,7 @@ import argparse
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -80,6 +81,83 @@ def parallel(cfg: TrainConfig, seconds: float, record: str | None = None) -> Non
     save(record, "engine_parallel", {"cores": cores, "rows": rows})
 
 
+def greedy_cut(classifier: Any, sequences: list[list[int]]) -> list[list[int]]:
+    """The cut before 1.5 (the baseline of `cut`): sorted by length, each call filled while it
+    stays within `batch_size` rows and `batch_cells` padded tokens."""
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+    out: list[list[int]] = []
+    for i in order:
+        width = len(sequences[i])
+        if (
+            out
+            and len(out[-1]) < classifier.batch_size
+            and (len(out[-1]) + 1) * width <= classifier.batch_cells
+        ):
+            out[-1].append(i)
+        else:
+            out.append([i])
+    return out
+
+
+def cut(cfg: TrainConfig, rounds: int = 3, record: str | None = None) -> None:
+    """The scoring core's model calls for windows that arrive together (as concurrent requests
+    do), cut as the service cuts them against the greedy cut before it: test-split messages of
+    the lengths the HTTP benchmarks send, in groups of 1 to 32, the service's default spread
+    (one single-threaded call per core, all at once), rounds interleaved, medians."""
+    import os
+    import threading
+
+    from bench.http_load import texts_of_realistic_length
+    from service.artifact import ModelArtifact
+    from service.classifier import Classifier
+
+    cores = len(os.sched_getaffinity(0))
+    clf = Classifier(ModelArtifact.load(cfg.model_dir), threads=1)
+    texts = texts_of_realistic_length(2048)
+    seqs = [w for ws in clf.encode_items(texts) for w in ws]
+    cuts = {"greedy (before)": greedy_cut, "least cost (shipped)": type(clf).batches}
+    print(f"{len(texts)} test-split messages, {len(seqs)} windows; {cores} calls at once")
+    rates: dict[tuple[str, int], list[float]] = {(n, g): [] for n in cuts for g in (8, 16, 32)}
+    calls_of: dict[tuple[str, int], int] = {}
+    for _ in range(rounds):
+        for (name, group), got in rates.items():
+            feeds = []
+            for k in range(0, len(seqs), group):
+                part = seqs[k : k + group]
+                for idx in cuts[name](clf, part):
+                    width = max(len(part[i]) for i in idx)
+                    ids = np.full((len(idx), width), clf.pad_id, np.int64)
+                    mask = np.zeros((len(idx), width), np.int64)
+                    for row, i in enumerate(idx):
+                        ids[row, : len(part[i])] = part[i]
+                        mask[row, : len(part[i])] = 1
+                    feeds.append({"input_ids": ids, "attention_mask": mask})
+            calls_of[(name, group)] = len(feeds)
+
+            def work(share: list[dict[str, np.ndarray]]) -> None:
+                for feed in share:
+                    clf.session.run(["logits"], feed)
+
+            workers = [threading.Thread(target=work, args=(feeds[i::cores],)) for i in range(cores)]
+            start = time.perf_counter()
+            for w in workers:
+                w.start()
+            for w in workers:
+                w.join()
+            got.append(len(texts) / (time.perf_counter() - start))
+    print(f"{'cut':<22}{'together':>9}{'calls':>7}{'msg/s':>9}")
+    rows = []
+    for (name, group), got in rates.items():
+        rate_ = float(np.median(got))
+        print(f"{name:<22}{group:>9}{calls_of[(name, group)]:>7}{rate_:>9.1f}")
+        rows.append({"cut": name, "together": group, "msg_s": rate_})
+    for group in (8, 16, 32):
+        new = float(np.median(rates[("least cost (shipped)", group)]))
+        old = float(np.median(rates[("greedy (before)", group)]))
+        print(f"shipped / greedy cut, {group} windows together: {new / old:.2f}")
+    save(record, "engine_cut", {"cores": cores, "rows": rows})
+
+
 def compare(cfg: TrainConfig, previous: Path, seconds: float) -> None:
     """The shipped model against a previous model directory, same messages, same core."""
     from service.artifact import ModelArtifact
@@ -123,11 +201,15 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--previous", type=Path, default=None)
     parser.add_argument("--parallel", action="store_true")
+    parser.add_argument("--cut", action="store_true", help="the call cut against the last one")
     parser.add_argument("--record", default=None, help="also write the figures to DIR")
     args = parser.parse_args()
     cfg = TrainConfig.load(resolve(args.config))
     if args.parallel:
         parallel(cfg, args.seconds, args.record)
+        return
+    if args.cut:
+        cut(cfg, record=args.record)
         return
     if args.previous is not None:
         compare(cfg, args.previous, args.seconds)

@@ -210,6 +210,34 @@ def test_model_calls_are_bounded_in_rows_and_padded_tokens(classifier: Classifie
     assert ((a >= classifier.thresholds) == (b >= classifier.thresholds)).all()
 
 
+def test_model_calls_are_cut_where_they_cost_least(classifier: Classifier) -> None:
+    """The cut is the cheapest split of the sorted sequences into calls (padded tokens plus a
+    fixed cost per call), checked against every split of small random sets."""
+    from itertools import combinations
+
+    def cost(calls: list[list[int]], lengths: list[int]) -> float:
+        return sum(classifier.CALL_COST_TOKENS + len(c) * max(lengths[i] for i in c) for c in calls)
+
+    rng = np.random.default_rng(1)
+    for _ in range(30):
+        lengths = sorted(int(x) for x in rng.integers(3, 129, size=int(rng.integers(1, 9))))
+        calls = classifier.batches([[5] * n for n in lengths])
+        n = len(lengths)
+        best = float("inf")
+        for k in range(n):
+            for cuts in combinations(range(1, n), k):
+                bounds = [0, *cuts, n]
+                split = [list(range(a, b)) for a, b in zip(bounds, bounds[1:], strict=False)]
+                if all(
+                    len(c) == 1 or len(c) * lengths[c[-1]] <= classifier.batch_cells for c in split
+                ):
+                    best = min(best, cost(split, lengths))
+        assert cost(calls, lengths) == best
+    # a long window does not pad short ones to its width, and equal short ones share a call
+    calls = classifier.batches([[5] * 6] * 10 + [[5] * 120])
+    assert sorted(map(len, calls)) == [1, 10]
+
+
 def test_transcripts_scored_together_match_one_by_one(classifier: Classifier) -> None:
     transcripts: list[tuple[list[str], list[str] | None]] = [
         (["My dad was just diagnosed with type 2 diabetes.", "me too, since 2019"], None),
