@@ -68,7 +68,7 @@ def test_every_target_is_judged_by_its_own_direction() -> None:
 
 def test_rendered_tables_name_what_is_missing_and_every_row() -> None:
     text = render(figures(), "2026-12-03")
-    assert "Not recorded in this run: engine_parallel, loop_prepare." in text
+    assert "Not recorded in this run: engine_parallel, engine_cut, loop_prepare." in text
     assert "| naive c=32 | 20.0 |" in text
     assert "| optimum + pipeline | 50.0 (11.0 / 21.0) | 75.0 | 100.0 (42.0 / 52.0) |" in text
     assert "| service / raw engine, c=32 | 0.75 | ≥ 0.80 | **no** |" in text
@@ -89,3 +89,17 @@ def test_the_readme_section_is_replaced_between_its_markers(
     assert set(NAMES) > set(figures())
     with pytest.raises(ValueError):
         replace_section("no markers here", "x")
+
+
+def test_the_cut_is_judged_against_the_one_before_at_each_group_size() -> None:
+    rows = [
+        {"cut": "greedy (before)", "together": 8, "msg_s": 100.0},
+        {"cut": "least cost (shipped)", "together": 8, "msg_s": 150.0},
+        {"cut": "greedy (before)", "together": 32, "msg_s": 200.0},
+        {"cut": "least cost (shipped)", "together": 32, "msg_s": 190.0},
+    ]
+    got = {w: (v, ok) for w, v, _, ok in ratios({"engine_cut": {"cores": 2, "rows": rows}})}
+    assert got["least-cost cut / greedy cut, 8 windows together"] == ("1.50", True)
+    assert got["least-cost cut / greedy cut, 32 windows together"] == ("0.95", False)
+    text = render({"engine_cut": {"cores": 2, "rows": rows}}, "2026-12-04")
+    assert "| least cost (shipped) | 8 | 150.0 |" in text
