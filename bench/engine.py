@@ -99,6 +99,29 @@ def greedy_cut(classifier: Any, sequences: list[list[int]]) -> list[list[int]]:
     return out
 
 
+def call_cost(clf: Any, reps: int = 30) -> tuple[float, float]:
+    """(ms per call, ms per token) of one single-threaded model call at batch 1: a straight line
+    through the fastest of `reps` calls at widths 8 to 64 (the fastest, as other work on the
+    machine only ever adds): what `Classifier.CALL_COST_TOKENS` stands for."""
+    rng = np.random.default_rng(0)
+    widths = (8, 16, 24, 32, 48, 64)
+    fastest = []
+    for width in widths:
+        feed = {
+            "input_ids": rng.integers(5, 1000, (1, width)).astype(np.int64),
+            "attention_mask": np.ones((1, width), np.int64),
+        }
+        clf.session.run(["logits"], feed)
+        took = []
+        for _ in range(reps):
+            start = time.perf_counter()
+            clf.session.run(["logits"], feed)
+            took.append((time.perf_counter() - start) * 1000)
+        fastest.append(min(took))
+    per_token, per_call = np.polyfit(np.array(widths, float), np.array(fastest), 1)
+    return float(per_call), float(per_token)
+
+
 def cut(cfg: TrainConfig, rounds: int = 3, record: str | None = None) -> None:
     """The scoring core's model calls for windows that arrive together (as concurrent requests
     do), cut as the service cuts them against the greedy cut before it: test-split messages of
@@ -113,6 +136,12 @@ def cut(cfg: TrainConfig, rounds: int = 3, record: str | None = None) -> None:
 
     cores = len(os.sched_getaffinity(0))
     clf = Classifier(ModelArtifact.load(cfg.model_dir), threads=1)
+    per_call, per_token = call_cost(clf)
+    print(
+        f"one call at batch 1, one thread: {per_call:.2f} ms + {per_token:.3f} ms per token, so a"
+        f" call costs {per_call / per_token:.0f} tokens' worth (the cut assumes"
+        f" {clf.CALL_COST_TOKENS})"
+    )
     texts = texts_of_realistic_length(2048)
     seqs = [w for ws in clf.encode_items(texts) for w in ws]
     cuts = {"greedy (before)": greedy_cut, "least cost (shipped)": type(clf).batches}
@@ -155,7 +184,11 @@ def cut(cfg: TrainConfig, rounds: int = 3, record: str | None = None) -> None:
         new = float(np.median(rates[("least cost (shipped)", group)]))
         old = float(np.median(rates[("greedy (before)", group)]))
         print(f"shipped / greedy cut, {group} windows together: {new / old:.2f}")
-    save(record, "engine_cut", {"cores": cores, "rows": rows})
+    save(
+        record,
+        "engine_cut",
+        {"cores": cores, "rows": rows, "call_ms": per_call, "token_ms": per_token},
+    )
 
 
 def compare(cfg: TrainConfig, previous: Path, seconds: float) -> None:

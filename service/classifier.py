@@ -145,9 +145,11 @@ def _sigmoid(x: FloatArray) -> FloatArray:
 class Classifier:
     """Holds one onnxruntime session and one tokenizer; thread-safe for concurrent `run` calls."""
 
-    # What one model call costs beyond its rows, in padded tokens: the int8 encoders here take
-    # about 2.6 ms per call at batch 1 over and above some 0.2 ms per token on one core
-    # (`bench/engine.py --cut` measures the cut against the previous one).
+    # What one model call costs beyond its rows, in padded tokens. Set from mean times at batch 1
+    # on one core (about 2.6 ms per call over and above 0.2 ms per token); a line through the
+    # fastest calls gives 1.1-1.6 ms, 6-8 tokens' worth, and the cut's throughput was the same
+    # for any value from 6 to 25 (one run on 2 cores). `bench/engine.py --cut` prints the fit
+    # for the shipped model on the machine at hand, and the cut against the greedy one.
     CALL_COST_TOKENS = 13
 
     def __init__(
