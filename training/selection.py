@@ -198,8 +198,12 @@ CHAT_RANDOM = 10
 # A later round's own mix and keyword hits per conversation. Round 3: health, the weakest label
 # on real text (1.4.0's real-validation health recall 0.57; 90 of its 135 health positives are
 # chat messages); after two rounds no conversation left has two health or religion hits.
-CHAT_ROUNDS: dict[int, tuple[dict[str, int], int]] = {
-    3: ({"health": 26, "religion": 10, "politics": 4}, 1),
+# Round 4 (session 16): every conversation left with a health keyword (asking for 80 draws the
+# same ones), more religion, politics and random ones: whether more real chat moves real
+# validation beyond a rerun's spread (~0.01). (mix, keyword hits, random conversations)
+CHAT_ROUNDS: dict[int, tuple[dict[str, int], int, int]] = {
+    3: ({"health": 26, "religion": 10, "politics": 4}, 1, CHAT_RANDOM),
+    4: ({"health": 40, "religion": 15, "politics": 15}, 1, 30),
 }
 
 
@@ -215,7 +219,7 @@ def chat(exclude: set[str], items_dir: str = ITEMS_DIR, round_: int = 1) -> list
     pats = {lab: re.compile(p, re.I) for lab, p in KEYWORDS.items()}
     chat_items = [it for it in load("chitchat", items_dir) if _poolable(it, exclude)]
     convs = {c: ms for c, ms in conversations(chat_items).items() if len(ms) <= CHAT_MAX}
-    mix, min_hits = CHAT_ROUNDS.get(round_, (CHAT_ROUND, 2))
+    mix, min_hits, n_random = CHAT_ROUNDS.get(round_, (CHAT_ROUND, 2, CHAT_RANDOM))
     for lab, n in mix.items():
         hits = sorted(
             c
@@ -224,7 +228,7 @@ def chat(exclude: set[str], items_dir: str = ITEMS_DIR, round_: int = 1) -> list
         )
         for conv in rng.sample(hits, min(n, len(hits))):
             out += [record(m, f"{tag}:{lab}", "train") for m in convs.pop(conv)]
-    for conv in rng.sample(sorted(convs), min(CHAT_RANDOM, len(convs))):
+    for conv in rng.sample(sorted(convs), min(n_random, len(convs))):
         out += [record(m, f"{tag}:random", "train") for m in convs.pop(conv)]
     return out
 
