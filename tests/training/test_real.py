@@ -69,8 +69,10 @@ def test_held_out_real_splits_are_grouped_and_uniform() -> None:
         where[(r["source"], r["group"])].add(r["split"])
         assert r["split"] in ("train", "validation", "test"), r["key"]
         if r["split"] != "train":
-            # the real validation and test splits come only from the uniform random sample
-            assert r["selection"] == "uniform", r["key"]
+            # the real validation and test splits come only from uniform random samples (the
+            # second, `uniform2`, adds whole validation conversations)
+            assert r["selection"] in ("uniform", "uniform2"), r["key"]
+            assert r["selection"] == "uniform" or r["split"] == "validation", r["key"]
         assert r["split"] == split_of(r["group"]) or r["split"] == "train"
     spanning = [g for g, s in where.items() if len(s) > 1]
     assert not spanning, spanning[:5]
@@ -276,6 +278,33 @@ def test_the_chat_round_takes_whole_train_conversations_never_reserved_nor_taken
         convs_of[str(r["selection"])].add(str(r["conv"]))
     counts = {k: len(v) for k, v in convs_of.items() if not k.endswith("random")}
     assert counts == {"chat3:health": 26, "chat3:religion": 10}  # no politics conversation
+
+
+def test_the_second_uniform_draw_takes_whole_validation_conversations_not_taken(
+    tmp_path: Path,
+) -> None:
+    from training.selection import uniform_validation
+
+    items = []
+    for c in range(400):
+        conv = f"conv-{c}"
+        for pos in range(3):
+            speaker = "AB"[pos % 2]
+            items.append({"key": f"{conv}:{pos}", "lang": "en", "group": conv, "origin": "chat",
+                          "text": "hi", "conv": conv, "pos": pos, "speaker": speaker})  # fmt: skip
+    (tmp_path / "chitchat.jsonl").write_text("".join(json.dumps(it) + "\n" for it in items))
+    val = [f"conv-{c}" for c in range(400) if split_of(f"chitchat:conv-{c}") == "validation"]
+    val = [c for c in val if not chitchat_reserved(c)]
+    taken = {f"chitchat/{val[0]}:1"}  # one message of a conversation: the whole one is out
+    rows = uniform_validation(taken, items_dir=str(tmp_path), n=10)
+    convs = {str(r["conv"]) for r in rows}
+    assert len(convs) == 10 and val[0] not in convs
+    assert len(rows) == 30  # whole conversations
+    assert {r["split"] for r in rows} == {"validation"}
+    assert {r["selection"] for r in rows} == {"uniform2"}
+    assert all(split_of(f"chitchat:{c}") == "validation" for c in convs)
+    assert not [c for c in convs if chitchat_reserved(c)]
+    assert rows == uniform_validation(taken, items_dir=str(tmp_path), n=10)  # fixed by its seed
 
 
 def test_collect_keeps_the_committed_labels_and_adds_the_new_answers(
