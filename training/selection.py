@@ -10,6 +10,8 @@ Three recorded ways, each with a fixed seed (the labels files keep the method pe
            hadith, Arabic jokes), per label the items it scores highest and the items nearest
            its threshold (where it cannot tell: hard negatives and hard positives alike).
   keyword  keyword searches for likely positives, from the same pools.
+  keyword2 the same in the Russian, Polish, Italian and Portuguese fortune pools, with keywords
+           in those languages, and random items from them.
   chat     more whole chitchat conversations from the same pools (a second round, after the
            1.2.0 misses: personal stories whose topic is several turns back): per label, those
            with at least two keyword hits, and as many again drawn at random.
@@ -26,6 +28,7 @@ model never scores an item of a test or validation group.
                                            # later run adds a round
     python -m training.selection keyword
     python -m training.selection chat      # after the other three; each run adds a round
+    python -m training.selection keyword2  # nothing selected or labelled before
 """
 
 from __future__ import annotations
@@ -82,7 +85,7 @@ UNIFORM: dict[tuple[str, str], int] = {
                                  "pl", "pt")},
 }  # fmt: skip
 CHAT_MAX = 60  # messages: longer conversations are left out of the keyword and model picks
-METHODS = ("uniform", "keyword", "model", "chat", "uniform2")  # chat: the last train round
+METHODS = ("uniform", "keyword", "model", "chat", "uniform2", "keyword2")
 BLOCK = 50  # a fortune file with more items is grouped in blocks of this many neighbours
 
 
@@ -181,6 +184,80 @@ def uniform_validation(
     out: list[dict[str, Any]] = []
     for conv in rng.sample(sorted(set(convs) - taken), min(n, len(convs) - len(taken))):
         out += [record(m, "uniform2", "validation") for m in convs[conv]]
+    return out
+
+
+# Session 17: keyword searches in the languages the English patterns above never reach. On
+# 1.4.0's real validation most health items of the Russian, Polish and Portuguese fortunes are
+# missed (drinking, doctors, illness: 2 of 7 found), and train held about 60 labelled fortunes
+# per language, few of them sensitive. Per fortune pool and label, up to KEYWORD2_HITS items
+# with a hit, and KEYWORD2_RANDOM drawn at random (everyday fortunes, mostly unlabelled).
+KEYWORDS2: dict[str, dict[str, str]] = {
+    "ru": {
+        "health": r"(врач|доктор|больниц|болезн|болен|больн|лекарств|таблетк|водк|пьян|алкогол|"
+        r"похмел|склероз|диет|грипп|аптек|медицин|беремен|наркот|курит|лечи|здоров)",
+        "religion": r"(\bбог|господ|церк|\bпоп\b|священ|молит|\bрай|\bад\b|грех|библи|христ|"
+        r"мусульм|аллах|монах|ангел|дьявол|черт)",
+        "politics": r"(ленин|сталин|парти|коммун|выбор|президент|путин|ельцин|горбач|"
+        r"правительств|депутат|власт|полит|советск|кгб|брежнев|хрущ|налог|революц|демократ)",
+    },
+    "pl": {
+        "health": r"(lekarz|doktor|szpital|chor|lekarst|pijan|wódk|alkohol|\bkac|zdrow|pigułk|"
+        r"ciąż|narkot|papieros|tablet)",
+        "religion": r"(\bbóg|\bboga|\bbogu|kości[oó]ł|ksiądz|księż|modl|\bniebo|piekł|grzech|"
+        r"bibli|papież|diab|anioł|święt)",
+        "politics": r"(rząd|parti|wybor|prezydent|\bsejm|polity|komun|minist|poseł|posł|władz|"
+        r"demokrac|podat|socjaliz)",
+    },
+    "it": {
+        "health": r"(medic|dottor|ospedal|malat|farmac|ubriac|sbronz|salute|cancro|pillol|"
+        r"incint|\bdroga|fumare|alcol)",
+        "religion": r"(\bdio\b|\bdio,|chiesa|\bprete|\bpapa\b|preghier|pregare|paradiso|inferno|"
+        r"peccat|\bsant|bibbia|gesù|diavol|angel|\bfede\b)",
+        "politics": r"(governo|partit|elezion|president|parlament|politic|ministr|berlusconi|"
+        r"comunis|fascis|democra|tasse|deputat)",
+    },
+    "pt": {
+        "health": r"(médic|doutor|hospital|doen[cç]|remédi|bêbad|bebad|cachaça|ressaca|saúde|"
+        r"câncer|grávid|droga|cigarr|álcool|alcool)",
+        "religion": r"(\bdeus|igreja|\bpadre|\breza|\bcéu\b|inferno|pecad|\bsant|bíblia|jesus|"
+        r"diabo|\banjo|\bfé\b)",
+        "politics": r"(governo|partido|eleiç|president|polític|ministr|deputad|\blula\b|congress|"
+        r"impost|comunis|democra|\bvot)",
+    },
+}
+KEYWORD2_POOLS = (
+    ("fortunes-ru", "ru"),
+    ("fortunes-pl", "pl"),
+    ("fortunes-it", "it"),
+    ("fortunes-br", "pt"),
+    ("fortunes-mario", "pt"),
+)
+KEYWORD2_HITS = {"health": 60, "religion": 20, "politics": 20}
+KEYWORD2_RANDOM = 20
+
+
+def keyword2(exclude: set[str], items_dir: str = ITEMS_DIR) -> list[dict[str, Any]]:
+    """Train items of the ru/pl/it/pt fortune pools, none taken or labelled before: per pool,
+    keyword hits per label (KEYWORDS2) and random items; tagged `keyword2:<label>` and
+    `keyword2:random` (the tag is how an item was found, never its label)."""
+    rng = random.Random(SEED + 11)
+    out: list[dict[str, Any]] = []
+    for source, lang in KEYWORD2_POOLS:
+        pool = sorted(
+            (it for it in load(source, items_dir) if _poolable(it, exclude) and it["lang"] == lang),
+            key=lambda it: it["key"],
+        )
+        taken: set[str] = set()
+        for lab, n in KEYWORD2_HITS.items():
+            pat = re.compile(KEYWORDS2[lang][lab], re.I)
+            hits = [it for it in pool if pat.search(it["text"]) and it["key"] not in taken]
+            for it in rng.sample(hits, min(n, len(hits))):
+                taken.add(it["key"])
+                out.append(record(it, f"keyword2:{lab}", "train"))
+        rest = [it for it in pool if it["key"] not in taken]
+        for it in rng.sample(rest, min(KEYWORD2_RANDOM, len(rest))):
+            out.append(record(it, "keyword2:random", "train"))
     return out
 
 
@@ -479,11 +556,11 @@ def main() -> None:
         exclude = {f"{r['source']}/{r['key']}" for r in taken}
         if args.method == "keyword":
             rows = keyword(exclude)
-        elif args.method == "uniform2":  # nothing selected or labelled before is drawn again
+        elif args.method in ("uniform2", "keyword2"):  # nothing selected or labelled before
             labelled = [r for p in sorted(resolve(LABELLED).glob("*.jsonl")) for r in read(p)]
             chats = read(out / "chat.jsonl") if (out / "chat.jsonl").exists() else []
             exclude |= {f"{r['source']}/{r['key']}" for r in labelled + chats}
-            rows = uniform_validation(exclude)
+            rows = uniform_validation(exclude) if args.method == "uniform2" else keyword2(exclude)
         elif args.method == "chat":  # one more round each time, kept with the earlier ones
             before = read(out / "chat.jsonl") if (out / "chat.jsonl").exists() else []
             # what is labelled already (the committed labels: a fresh checkout has no earlier

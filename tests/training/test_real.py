@@ -307,6 +307,47 @@ def test_the_second_uniform_draw_takes_whole_validation_conversations_not_taken(
     assert rows == uniform_validation(taken, items_dir=str(tmp_path), n=10)  # fixed by its seed
 
 
+def test_keyword2_takes_train_fortunes_by_their_own_language_keywords(tmp_path: Path) -> None:
+    from training import selection
+
+    texts = {
+        "ru": ("Водку пьём с утра", "Бог видит всё", "Путин и выборы", "Погода хорошая"),
+        "pl": ("Lekarz i pijany pacjent", "Ksiądz w kościele", "Rząd i sejm", "Ładna pogoda"),
+        "it": ("Il medico e il malato", "La chiesa del prete", "Il governo cade", "Bel tempo"),
+        "pt": ("O médico e o bêbado", "Deus e o padre", "O governo e o partido", "Bom tempo"),
+    }
+    for source, lang in selection.KEYWORD2_POOLS:
+        items = [
+            {"key": f"{lang}/f:{n}", "lang": lang, "group": "f", "origin": "fortune",
+             "text": f"{texts[lang][n % 4]} ({n})"}
+            for n in range(2000)
+        ]  # fmt: skip
+        (tmp_path / f"{source}.jsonl").write_text(
+            "".join(json.dumps(it, ensure_ascii=False) + "\n" for it in items), encoding="utf-8"
+        )
+    first = next(
+        n for n in range(2000) if split_of(f"fortunes-ru:f:b{n // selection.BLOCK}") == "train"
+    )
+    taken = {f"fortunes-ru/ru/f:{first}"}
+    rows = selection.keyword2(taken, items_dir=str(tmp_path))
+    assert rows == selection.keyword2(taken, items_dir=str(tmp_path))  # fixed by its seed
+    assert f"ru/f:{first}" not in {r["key"] for r in rows}  # never an item taken before
+    assert {r["split"] for r in rows} == {"train"}
+    assert all(split_of(r["split_group"]) == "train" for r in rows)  # train groups only
+    for source, lang in selection.KEYWORD2_POOLS:
+        mine = [r for r in rows if r["source"] == source]
+        assert {r["lang"] for r in mine} == {lang}
+        by_tag = defaultdict(list)
+        for r in mine:
+            by_tag[r["selection"]].append(int(r["key"].rsplit(":", 1)[1]) % 4)
+        # each label's hits are the texts of that label's keywords in the pool's language
+        for k, lab in enumerate(("health", "religion", "politics")):
+            assert len(by_tag[f"keyword2:{lab}"]) == selection.KEYWORD2_HITS[lab]
+            assert set(by_tag[f"keyword2:{lab}"]) == {k}
+        assert len(by_tag["keyword2:random"]) == selection.KEYWORD2_RANDOM
+    assert len({(r["source"], r["key"]) for r in rows}) == len(rows)  # no item twice
+
+
 def test_collect_keeps_the_committed_labels_and_adds_the_new_answers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
