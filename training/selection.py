@@ -300,9 +300,15 @@ CHAT_RANDOM = 10
 # Round 4 (session 16): every conversation left with a health keyword (asking for 80 draws the
 # same ones), more religion, politics and random ones: whether more real chat moves real
 # validation beyond a rerun's spread (~0.01). (mix, keyword hits, random conversations)
-CHAT_ROUNDS: dict[int, tuple[dict[str, int], int, int]] = {
-    3: ({"health": 26, "religion": 10, "politics": 4}, 1, CHAT_RANDOM),
-    4: ({"health": 40, "religion": 15, "politics": 15}, 1, 30),
+# Round 5 (session 17): the short conversations are spent, and real validation's health misses
+# are late messages of long personal stories (an injury, a collapsed lung) that count through
+# the turns before them; so longer conversations (up to CHAT_LONG messages) with three or more
+# health keyword hits. (mix, keyword hits, random conversations, most messages)
+CHAT_LONG = 200
+CHAT_ROUNDS: dict[int, tuple[dict[str, int], int, int, int]] = {
+    3: ({"health": 26, "religion": 10, "politics": 4}, 1, CHAT_RANDOM, CHAT_MAX),
+    4: ({"health": 40, "religion": 15, "politics": 15}, 1, 30, CHAT_MAX),
+    5: ({"health": 24}, 3, 0, CHAT_LONG),
 }
 
 
@@ -317,8 +323,8 @@ def chat(exclude: set[str], items_dir: str = ITEMS_DIR, round_: int = 1) -> list
     out: list[dict[str, Any]] = []
     pats = {lab: re.compile(p, re.I) for lab, p in KEYWORDS.items()}
     chat_items = [it for it in load("chitchat", items_dir) if _poolable(it, exclude)]
-    convs = {c: ms for c, ms in conversations(chat_items).items() if len(ms) <= CHAT_MAX}
-    mix, min_hits, n_random = CHAT_ROUNDS.get(round_, (CHAT_ROUND, 2, CHAT_RANDOM))
+    mix, min_hits, n_random, most = CHAT_ROUNDS.get(round_, (CHAT_ROUND, 2, CHAT_RANDOM, CHAT_MAX))
+    convs = {c: ms for c, ms in conversations(chat_items).items() if len(ms) <= most}
     for lab, n in mix.items():
         hits = sorted(
             c

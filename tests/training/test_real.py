@@ -280,6 +280,33 @@ def test_the_chat_round_takes_whole_train_conversations_never_reserved_nor_taken
     assert counts == {"chat3:health": 26, "chat3:religion": 10}  # no politics conversation
 
 
+def test_chat_round_5_takes_long_health_stories_but_not_the_longest(tmp_path: Path) -> None:
+    from training.selection import CHAT_LONG, CHAT_MAX, chat
+
+    shapes = {0: (80, 3), 1: (80, 2), 2: (CHAT_LONG + 50, 5), 3: (4, 3)}  # (messages, hits)
+    items = []
+    for c in range(400):
+        conv = f"conv-{c}"
+        n, hits = shapes[c % 4]
+        for pos in range(n):
+            text = "the doctor said surgery" if pos < hits else "ok cool"
+            speaker = "AB"[pos % 2]
+            items.append({"key": f"{conv}:{pos}", "lang": "en", "group": conv, "origin": "chat",
+                          "text": text, "conv": conv, "pos": pos, "speaker": speaker})  # fmt: skip
+    (tmp_path / "chitchat.jsonl").write_text("".join(json.dumps(it) + "\n" for it in items))
+    rows = chat(set(), str(tmp_path), round_=5)
+    convs: dict[str, int] = defaultdict(int)
+    for r in rows:
+        convs[str(r["conv"])] += 1
+    assert {str(r["selection"]) for r in rows} == {"chat5:health"}
+    assert len(convs) == 24
+    # whole conversations with three hits, longer ones than the earlier rounds take among them,
+    # never one with two hits nor one longer than CHAT_LONG
+    assert {int(c.split("-")[1]) % 4 for c in convs} == {0, 3}
+    assert any(n > CHAT_MAX for n in convs.values())
+    assert all(split_of(f"chitchat:{c}") == "train" and not chitchat_reserved(c) for c in convs)
+
+
 def test_the_second_uniform_draw_takes_whole_validation_conversations_not_taken(
     tmp_path: Path,
 ) -> None:
