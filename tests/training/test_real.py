@@ -375,6 +375,34 @@ def test_keyword2_takes_train_fortunes_by_their_own_language_keywords(tmp_path: 
     assert len({(r["source"], r["key"]) for r in rows}) == len(rows)  # no item twice
 
 
+def test_keyword3_finds_health_in_scripture_in_its_own_language_vocalised_or_not(
+    tmp_path: Path,
+) -> None:
+    from training import selection
+
+    sick = {"ar": "فَإِنَّهُ مَرِيضٌ", "en": "he was sick", "fa": "او بیمار بود", "tr": "o hasta idi",
+            "de": "er war krank", "fr": "il était malade", "es": "estaba enfermo",
+            "he": "הוא חולה"}  # fmt: skip
+    plain = "and they went to the city"
+    by_source: dict[str, list[dict[str, str]]] = defaultdict(list)
+    for source, lang in selection.KEYWORD3_POOLS:
+        for n in range(400):
+            text = sick[lang] if n % 2 else plain
+            by_source[source].append({"key": f"{lang}:{n}", "lang": lang, "group": f"g{n}",
+                                      "origin": "verse", "text": f"{text} {n}"})  # fmt: skip
+    for source, items in by_source.items():
+        (tmp_path / f"{source}.jsonl").write_text(
+            "".join(json.dumps(it, ensure_ascii=False) + "\n" for it in items), encoding="utf-8"
+        )
+    rows = selection.keyword3(set(), items_dir=str(tmp_path))
+    assert {r["selection"] for r in rows} == {"keyword3:health"}
+    for source, lang in selection.KEYWORD3_POOLS:
+        mine = [r for r in rows if r["source"] == source and r["lang"] == lang]
+        assert len(mine) == selection.KEYWORD3_HITS["health"], (source, lang)
+        assert all(int(r["key"].rsplit(":", 1)[1]) % 2 == 1 for r in mine)  # only the hits
+        assert all(split_of(r["split_group"]) == "train" for r in mine)
+
+
 def test_collect_keeps_the_committed_labels_and_adds_the_new_answers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
