@@ -369,6 +369,8 @@ CHAT_ROUNDS: dict[int, tuple[dict[str, int], int, int, int]] = {
     3: ({"health": 26, "religion": 10, "politics": 4}, 1, CHAT_RANDOM, CHAT_MAX),
     4: ({"health": 40, "religion": 15, "politics": 15}, 1, 30, CHAT_MAX),
     5: ({"health": 24}, 3, 0, CHAT_LONG),
+    # round 6 (the same session, for a later run): the long stories with two hits
+    6: ({"health": 16}, 2, 0, CHAT_LONG + 50),
 }
 
 
