@@ -13,6 +13,8 @@ Three recorded ways, each with a fixed seed (the labels files keep the method pe
   keyword2 the same in the Russian, Polish, Italian and Portuguese fortune pools, with keywords
            in those languages, and random items from them.
   keyword3 health keywords in the scripture and hadith pools, in each pool's own language.
+  uniform3 a uniform random sample for train, stratified like `uniform` at half its size:
+           what the held-out splits look like (the other train rounds are all targeted).
   chat     more whole chitchat conversations from the same pools (a second round, after the
            1.2.0 misses: personal stories whose topic is several turns back): per label, those
            with at least two keyword hits, and as many again drawn at random.
@@ -31,6 +33,7 @@ model never scores an item of a test or validation group.
     python -m training.selection chat      # after the other three; each run adds a round
     python -m training.selection keyword2  # nothing selected or labelled before
     python -m training.selection keyword3  # the same
+    python -m training.selection uniform3  # the same
 """
 
 from __future__ import annotations
@@ -88,7 +91,9 @@ UNIFORM: dict[tuple[str, str], int] = {
                                  "pl", "pt")},
 }  # fmt: skip
 CHAT_MAX = 60  # messages: longer conversations are left out of the keyword and model picks
-METHODS = ("uniform", "keyword", "model", "chat", "uniform2", "keyword2", "keyword3")
+METHODS = (
+    "uniform", "keyword", "model", "chat", "uniform2", "keyword2", "keyword3", "uniform3",
+)  # fmt: skip
 BLOCK = 50  # a fortune file with more items is grouped in blocks of this many neighbours
 
 
@@ -187,6 +192,43 @@ def uniform_validation(
     out: list[dict[str, Any]] = []
     for conv in rng.sample(sorted(set(convs) - taken), min(n, len(convs) - len(taken))):
         out += [record(m, "uniform2", "validation") for m in convs[conv]]
+    return out
+
+
+# Session 18: every train round after the first draw was targeted (keywords, the model's top
+# picks, health-heavy chat), so train held only about 1,400 items that look like the held-out
+# splits, where most text is plain and positives are rare and oblique. A uniform draw of train
+# groups, stratified like UNIFORM at UNIFORM_TRAIN_SHARE of its size (chat: whole conversations
+# of at most UNIFORM_TRAIN_CHAT_MAX messages), among items nobody selected or labelled before.
+UNIFORM_TRAIN_SHARE = 0.5
+UNIFORM_TRAIN_CHAT_MAX = 120
+
+
+def uniform_train(
+    exclude: set[str], items_dir: str = ITEMS_DIR, share: float = UNIFORM_TRAIN_SHARE
+) -> list[dict[str, Any]]:
+    """Train items drawn uniformly per (source, language) stratum, tagged `uniform3`."""
+    rng = random.Random(SEED + 3)
+    out: list[dict[str, Any]] = []
+    cache: dict[str, list[Item]] = {}
+    for (source, lang), n in UNIFORM.items():
+        items = cache.setdefault(source, load(source, items_dir))
+        pool = [it for it in items if it["lang"] == lang and _poolable(it, exclude)]
+        want = max(1, round(n * share))
+        if source == "chitchat":
+            convs = conversations(pool)
+            whole = {
+                c
+                for c, ms in conversations(it for it in items if it["lang"] == lang).items()
+                if len(ms) == len(convs.get(c, ())) and len(ms) <= UNIFORM_TRAIN_CHAT_MAX
+            }
+            for conv in rng.sample(sorted(whole), min(want, len(whole))):
+                msgs = sorted(convs[conv], key=lambda m: m["pos"])
+                out += [record(m, "uniform3", "train") for m in msgs]
+        else:
+            pool.sort(key=lambda it: it["key"])
+            for it in rng.sample(pool, min(want, len(pool))):
+                out.append(record(it, "uniform3", "train"))
     return out
 
 
@@ -624,11 +666,16 @@ def main() -> None:
         exclude = {f"{r['source']}/{r['key']}" for r in taken}
         if args.method == "keyword":
             rows = keyword(exclude)
-        elif args.method in ("uniform2", "keyword2", "keyword3"):  # nothing taken before
+        elif args.method in ("uniform2", "keyword2", "keyword3", "uniform3"):  # none taken
             labelled = [r for p in sorted(resolve(LABELLED).glob("*.jsonl")) for r in read(p)]
             chats = read(out / "chat.jsonl") if (out / "chat.jsonl").exists() else []
             exclude |= {f"{r['source']}/{r['key']}" for r in labelled + chats}
-            pick = {"uniform2": uniform_validation, "keyword2": keyword2, "keyword3": keyword3}
+            pick = {
+                "uniform2": uniform_validation,
+                "keyword2": keyword2,
+                "keyword3": keyword3,
+                "uniform3": uniform_train,
+            }
             done = out / f"{args.method}.jsonl"
             # drawn once: a second run would draw other items, and the labelled ones must
             # stay in the selection record that `labelling collect` checks answers against

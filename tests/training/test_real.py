@@ -735,3 +735,48 @@ def test_translated_segments_that_follow_each_other_become_one_record() -> None:
         ("t-2", ["0", "1"]),
         ("t-3", ["0", "1", "2", "3", "4"]),
     ]
+
+
+def test_the_uniform_train_draw_takes_train_groups_only_whole_short_conversations_not_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from training import selection
+
+    monkeypatch.setattr(selection, "UNIFORM", {("chitchat", "en"): 20, ("vader", "en"): 100})
+    chats, tweets = [], []
+    for c in range(600):
+        conv = f"conv-{c}"
+        n = 3 if c % 5 else selection.UNIFORM_TRAIN_CHAT_MAX + 1  # every fifth one too long
+        for pos in range(n):
+            speaker = "AB"[pos % 2]
+            chats.append({"key": f"{conv}:{pos}", "lang": "en", "group": conv, "origin": "chat",
+                          "text": "hi", "conv": conv, "pos": pos, "speaker": speaker})  # fmt: skip
+    for n in range(1000):
+        tweets.append({"key": f"tweets:{n}", "lang": "en", "group": f"t{n}", "origin": "tweets",
+                       "text": f"a plain tweet number {n}"})  # fmt: skip
+    for name, items in (("chitchat", chats), ("vader", tweets)):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(it) + "\n" for it in items))
+    train = [
+        f"conv-{c}"
+        for c in range(600)
+        if c % 5
+        and split_of(f"chitchat:conv-{c}") == "train"
+        and not chitchat_reserved(f"conv-{c}")
+    ]
+    first_tweet = next(n for n in range(1000) if split_of(f"vader:t{n}") == "train")
+    taken = {f"chitchat/{train[0]}:1", f"vader/tweets:{first_tweet}"}  # labelled before
+    rows = selection.uniform_train(taken, items_dir=str(tmp_path))
+    assert rows == selection.uniform_train(taken, items_dir=str(tmp_path))  # fixed by its seed
+    assert {r["selection"] for r in rows} == {"uniform3"} and {r["split"] for r in rows} == {
+        "train"
+    }
+    assert all(split_of(str(r["split_group"])) == "train" for r in rows)  # train groups only
+    convs = defaultdict(list)
+    for r in rows:
+        if r["source"] == "chitchat":
+            convs[str(r["conv"])].append(r["pos"])
+    assert len(convs) == 10  # half of the stratum, each conversation whole and short
+    assert all(sorted(p) == [0, 1, 2] for p in convs.values())
+    assert train[0] not in convs
+    keys = [r["key"] for r in rows if r["source"] == "vader"]
+    assert len(keys) == 50 and f"tweets:{first_tweet}" not in keys
