@@ -87,6 +87,10 @@ class TrainConfig:
     # for the epoch, a fixed random subset by seed (1.0 = all): with real_repeat, the mix of
     # real and authored text
     authored_share: float = 1.0
+    # times each train example of these kinds is seen per epoch, after the mix above (e.g.
+    # {"transcript": 2}: the authored conversations, whose late turns are sensitive through
+    # the turns before, weigh more against the many short real chat replies labelled none)
+    kind_repeat: dict[str, int] = field(default_factory=dict)
     # trim the vocabulary to this many tokens at export (0 = keep all); see training/vocab.py
     vocab_budget: int = 0
     # the int8 model must take the same decisions as fp32 on at least this share of test items

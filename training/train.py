@@ -53,6 +53,24 @@ def repeat_real(ds: Any, times: int, authored_share: float = 1.0, seed: int = 0)
     return concatenate_datasets([authored, *[real] * max(times, 1)])
 
 
+def repeat_kinds(ds: Any, times: dict[str, int]) -> Any:
+    """The train split with each example of a kind in `times` seen that many times in all
+    (the kinds not named, once)."""
+    bad = {k: n for k, n in times.items() if n < 1}
+    if bad:
+        raise ValueError(f"kind_repeat={bad}: each kind must be seen at least once")
+    extra = [
+        ds.filter(lambda r, k=kind: r["kind"] == k)
+        for kind, n in times.items()
+        for _ in range(n - 1)
+    ]
+    if not extra:
+        return ds
+    from datasets import concatenate_datasets
+
+    return concatenate_datasets([ds, *extra])
+
+
 def pos_weights(cfg: TrainConfig, y: np.ndarray) -> torch.Tensor:
     """Weight of positives in the loss, per label."""
     if isinstance(cfg.class_weights, dict):
@@ -137,6 +155,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     train_ds = repeat_real(
         select(ds["train"], cfg.languages), cfg.real_repeat, cfg.authored_share, cfg.seed
     )
+    train_ds = repeat_kinds(train_ds, cfg.kind_repeat)
     train_ds = train_ds.shuffle(seed=cfg.seed)
     if cfg.select_on not in ds:
         raise ValueError(f"select_on={cfg.select_on!r}: no such split in {splits_dir}")

@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 from datasets import Dataset
 
-from training.train import repeat_real
+from training.train import repeat_kinds, repeat_real
 
 
 def split(n_authored: int = 100, n_real: int = 10) -> Dataset:
@@ -44,3 +44,22 @@ def test_a_share_of_the_authored_examples_is_drawn_once_each_fixed_by_seed() -> 
 def test_an_authored_share_outside_zero_to_one_is_refused(share: float) -> None:
     with pytest.raises(ValueError, match="authored_share"):
         repeat_real(split(), 2, authored_share=share)
+
+
+def kinds() -> Dataset:
+    rows = [{"id": f"t{i}", "kind": "transcript"} for i in range(5)]
+    rows += [{"id": f"c{i}", "kind": "chat"} for i in range(20)]
+    return Dataset.from_list(rows)
+
+
+def test_the_named_kinds_are_seen_that_many_times_and_the_others_once() -> None:
+    ids = Counter(repeat_kinds(kinds(), {"transcript": 3})["id"])
+    assert len(ids) == 25 and sum(ids.values()) == 20 + 3 * 5
+    assert all(ids[f"t{i}"] == 3 for i in range(5))
+    assert all(ids[f"c{i}"] == 1 for i in range(20))
+    assert repeat_kinds(kinds(), {})["id"] == kinds()["id"]  # nothing named: as it was
+
+
+def test_a_kind_repeated_less_than_once_is_refused() -> None:
+    with pytest.raises(ValueError, match="kind_repeat"):
+        repeat_kinds(kinds(), {"transcript": 0})
