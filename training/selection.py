@@ -15,6 +15,7 @@ Three recorded ways, each with a fixed seed (the labels files keep the method pe
   keyword3 health keywords in the scripture and hadith pools, in each pool's own language.
   uniform3 a uniform random sample for train, stratified like `uniform` at half its size:
            what the held-out splits look like (the other train rounds are all targeted).
+  uniform4 a second such draw (its own seed), of what neither it nor any round took before.
   chat     more whole chitchat conversations from the same pools (a second round, after the
            1.2.0 misses: personal stories whose topic is several turns back): per label, those
            with at least two keyword hits, and as many again drawn at random.
@@ -34,6 +35,7 @@ model never scores an item of a test or validation group.
     python -m training.selection keyword2  # nothing selected or labelled before
     python -m training.selection keyword3  # the same
     python -m training.selection uniform3  # the same
+    python -m training.selection uniform4  # the same
 """
 
 from __future__ import annotations
@@ -93,6 +95,7 @@ UNIFORM: dict[tuple[str, str], int] = {
 CHAT_MAX = 60  # messages: longer conversations are left out of the keyword and model picks
 METHODS = (
     "uniform", "keyword", "model", "chat", "uniform2", "keyword2", "keyword3", "uniform3",
+    "uniform4",
 )  # fmt: skip
 BLOCK = 50  # a fortune file with more items is grouped in blocks of this many neighbours
 
@@ -205,10 +208,14 @@ UNIFORM_TRAIN_CHAT_MAX = 120
 
 
 def uniform_train(
-    exclude: set[str], items_dir: str = ITEMS_DIR, share: float = UNIFORM_TRAIN_SHARE
+    exclude: set[str],
+    items_dir: str = ITEMS_DIR,
+    share: float = UNIFORM_TRAIN_SHARE,
+    tag: str = "uniform3",
 ) -> list[dict[str, Any]]:
-    """Train items drawn uniformly per (source, language) stratum, tagged `uniform3`."""
-    rng = random.Random(SEED + 3)
+    """Train items drawn uniformly per (source, language) stratum, tagged `tag` (each draw,
+    `uniform3`, `uniform4`..., has its own seed and excludes what was labelled before it)."""
+    rng = random.Random(SEED + int(tag.removeprefix("uniform")))
     out: list[dict[str, Any]] = []
     cache: dict[str, list[Item]] = {}
     for (source, lang), n in UNIFORM.items():
@@ -224,11 +231,11 @@ def uniform_train(
             }
             for conv in rng.sample(sorted(whole), min(want, len(whole))):
                 msgs = sorted(convs[conv], key=lambda m: m["pos"])
-                out += [record(m, "uniform3", "train") for m in msgs]
+                out += [record(m, tag, "train") for m in msgs]
         else:
             pool.sort(key=lambda it: it["key"])
             for it in rng.sample(pool, min(want, len(pool))):
-                out.append(record(it, "uniform3", "train"))
+                out.append(record(it, tag, "train"))
     return out
 
 
@@ -666,7 +673,7 @@ def main() -> None:
         exclude = {f"{r['source']}/{r['key']}" for r in taken}
         if args.method == "keyword":
             rows = keyword(exclude)
-        elif args.method in ("uniform2", "keyword2", "keyword3", "uniform3"):  # none taken
+        elif args.method in ("uniform2", "keyword2", "keyword3", "uniform3", "uniform4"):
             labelled = [r for p in sorted(resolve(LABELLED).glob("*.jsonl")) for r in read(p)]
             chats = read(out / "chat.jsonl") if (out / "chat.jsonl").exists() else []
             exclude |= {f"{r['source']}/{r['key']}" for r in labelled + chats}
@@ -675,6 +682,7 @@ def main() -> None:
                 "keyword2": keyword2,
                 "keyword3": keyword3,
                 "uniform3": uniform_train,
+                "uniform4": lambda ex: uniform_train(ex, tag="uniform4"),
             }
             done = out / f"{args.method}.jsonl"
             # drawn once: a second run would draw other items, and the labelled ones must

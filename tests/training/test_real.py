@@ -780,3 +780,9 @@ def test_the_uniform_train_draw_takes_train_groups_only_whole_short_conversation
     assert train[0] not in convs
     keys = [r["key"] for r in rows if r["source"] == "vader"]
     assert len(keys) == 50 and f"tweets:{first_tweet}" not in keys
+    # a second draw, after the first was labelled: its own seed, none of the first taken again
+    taken |= {f"{r['source']}/{r['key']}" for r in rows}
+    again = selection.uniform_train(taken, items_dir=str(tmp_path), tag="uniform4")
+    assert {r["selection"] for r in again} == {"uniform4"}
+    assert not {r["key"] for r in again} & {r["key"] for r in rows}
+    assert len([r for r in again if r["source"] == "vader"]) == 50
