@@ -129,13 +129,14 @@ def near_duplicate_share(records: list[dict[str, Any]], threshold: float = 0.8) 
 
 
 def table(records: list[dict[str, Any]]) -> str:
-    """Markdown counts: messages per label x language x source x split."""
-    splits = assign_splits(records)
+    """Markdown counts: messages per label x language x source x split (a record's fixed
+    `split` where it has one, as `make data` assigns them)."""
+    splits = assign_splits([r for r in records if "split" not in r])
     rows: Counter[tuple[str, str, str, str]] = Counter()
     for r in records:
         for m in r["messages"]:
             for lab in m["labels"] or ["none"]:
-                rows[(r["lang"], r["source"], lab, splits[r["id"]])] += 1
+                rows[(r["lang"], r["source"], lab, r.get("split") or splits[r["id"]])] += 1
     keys = sorted({k[:3] for k in rows})
     lines = [
         "| language | source | label | train | validation | test | total |",

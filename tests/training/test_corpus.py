@@ -11,6 +11,7 @@ from training.corpus import (
     is_single,
     near_duplicate_share,
     script_matches,
+    table,
 )
 from training.data import all_records
 
@@ -109,3 +110,20 @@ def test_floor_check_can_fail(records: list[dict]) -> None:
     fails = floor_failures(english_only)
     assert any(f.startswith("ar ") for f in fails)
     assert counts(english_only)["ar"]["negatives"] == 0
+
+
+def test_the_count_table_keeps_a_records_fixed_split() -> None:
+    def rec(i: int, **extra: str) -> dict:
+        return {"id": f"en-x-{i:05d}", "group": f"en-x-{i:05d}", "lang": "en",
+                "source": "authored", "messages": [{"role": "user", "content": f"text {i}",
+                "labels": ["health"]}], **extra}  # fmt: skip
+
+    def counts_of(records: list[dict]) -> list[int]:
+        row = next(x for x in table(records).splitlines() if x.startswith("| en |"))
+        return [int(c) for c in row.strip("|").split("|")[3:]]
+
+    free = [rec(i) for i in range(200)]
+    fixed = [rec(1000 + i, split="train") for i in range(200)]
+    train, validation, test, total = counts_of(free)
+    assert validation and test  # the free ones spread by their hash
+    assert counts_of(free + fixed) == [train + 200, validation, test, total + 200]
