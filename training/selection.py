@@ -15,7 +15,8 @@ Three recorded ways, each with a fixed seed (the labels files keep the method pe
   keyword3 health keywords in the scripture and hadith pools, in each pool's own language.
   uniform3 a uniform random sample for train, stratified like `uniform` at half its size:
            what the held-out splits look like (the other train rounds are all targeted).
-  uniform4 a second such draw (its own seed), of what neither it nor any round took before.
+  uniform4 a second such draw (its own seed), of what neither it nor any round took before;
+  uniform5 a third.
   chat     more whole chitchat conversations from the same pools (a second round, after the
            1.2.0 misses: personal stories whose topic is several turns back): per label, those
            with at least two keyword hits, and as many again drawn at random.
@@ -36,6 +37,7 @@ model never scores an item of a test or validation group.
     python -m training.selection keyword3  # the same
     python -m training.selection uniform3  # the same
     python -m training.selection uniform4  # the same
+    python -m training.selection uniform5  # the same
 """
 
 from __future__ import annotations
@@ -95,8 +97,9 @@ UNIFORM: dict[tuple[str, str], int] = {
 CHAT_MAX = 60  # messages: longer conversations are left out of the keyword and model picks
 METHODS = (
     "uniform", "keyword", "model", "chat", "uniform2", "keyword2", "keyword3", "uniform3",
-    "uniform4",
+    "uniform4", "uniform5",
 )  # fmt: skip
+TRAIN_DRAWS = ("uniform3", "uniform4", "uniform5")  # uniform_train draws, each its own seed
 BLOCK = 50  # a fortune file with more items is grouped in blocks of this many neighbours
 
 
@@ -673,21 +676,20 @@ def main() -> None:
         exclude = {f"{r['source']}/{r['key']}" for r in taken}
         if args.method == "keyword":
             rows = keyword(exclude)
-        elif args.method in ("uniform2", "keyword2", "keyword3", "uniform3", "uniform4"):
+        elif args.method in ("uniform2", "keyword2", "keyword3", *TRAIN_DRAWS):
             labelled = [r for p in sorted(resolve(LABELLED).glob("*.jsonl")) for r in read(p)]
             chats = read(out / "chat.jsonl") if (out / "chat.jsonl").exists() else []
             exclude |= {f"{r['source']}/{r['key']}" for r in labelled + chats}
-            pick = {
-                "uniform2": uniform_validation,
-                "keyword2": keyword2,
-                "keyword3": keyword3,
-                "uniform3": uniform_train,
-                "uniform4": lambda ex: uniform_train(ex, tag="uniform4"),
-            }
+            pick = {"uniform2": uniform_validation, "keyword2": keyword2, "keyword3": keyword3}
             done = out / f"{args.method}.jsonl"
             # drawn once: a second run would draw other items, and the labelled ones must
             # stay in the selection record that `labelling collect` checks answers against
-            rows = read(done) if done.exists() else pick[args.method](exclude)
+            if done.exists():
+                rows = read(done)
+            elif args.method in TRAIN_DRAWS:
+                rows = uniform_train(exclude, tag=args.method)
+            else:
+                rows = pick[args.method](exclude)
         elif args.method == "chat":  # one more round each time, kept with the earlier ones
             before = read(out / "chat.jsonl") if (out / "chat.jsonl").exists() else []
             # what is labelled already (the committed labels: a fresh checkout has no earlier
