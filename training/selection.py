@@ -17,6 +17,8 @@ Three recorded ways, each with a fixed seed (the labels files keep the method pe
            what the held-out splits look like (the other train rounds are all targeted).
   uniform4 a second such draw (its own seed), of what neither it nor any round took before;
   uniform5 a third.
+  model5   health in chat by the model: every short train conversation left is scored, and
+           the ones it scores highest and nearest the threshold on health are read whole.
   chat     more whole chitchat conversations from the same pools (a second round, after the
            1.2.0 misses: personal stories whose topic is several turns back): per label, those
            with at least two keyword hits, and as many again drawn at random.
@@ -553,11 +555,18 @@ HEALTH_ROUND: list[tuple[str, str, int, int]] = [
     ("chitchat", "en", 3, 3),
 ]  # fmt: skip
 # The pools and labels of a round (a round not listed: MODEL_ROUND, every label).
+# Round 5 (session 20): health in chat found by the model rather than by keyword. The
+# real-validation health misses of the later runs are chat messages of personal stories told
+# without a keyword (a broken hand, screws in a wrist, hives near fresh water), and every
+# short train conversation with a health keyword is taken; so every short train conversation
+# left is scored (not a sample) and the health top and nearest-threshold ones are read whole.
 ROUND_POOLS: dict[int, tuple[list[tuple[str, str, int, int]], tuple[str, ...] | None]] = {
     4: (HEALTH_ROUND, ("health",)),
+    5: ([("chitchat", "en", 24, 12)], ("health",)),
 }
 ROUND_POOL_MAX = 2000  # items scored per pool in a later round, a fixed random subset
 CHAT_ROUND_CONVS = 300  # chat conversations scored in a later round
+ROUND_CHAT_CONVS = {5: 5000}  # a round's own number, when it scores more (5: all of them)
 
 
 def _chat_round(
@@ -570,10 +579,12 @@ def _chat_round(
     labels: tuple[str, ...],
 ) -> list[dict[str, Any]]:
     """Chat conversations (at most CHAT_MAX messages), each message read after the turns
-    before it as the service reads a transcript; a conversation scores its highest message."""
+    before it as the service reads a transcript; a conversation scores its highest message.
+    A random CHAT_ROUND_CONVS of them are scored (the round's own number when it has one)."""
     convs = {c: sorted(ms, key=lambda m: m["pos"]) for c, ms in conversations(pool).items()}
     convs = {c: ms for c, ms in convs.items() if len(ms) <= CHAT_MAX}
-    chosen = rng.sample(sorted(convs), min(CHAT_ROUND_CONVS, len(convs)))
+    scored = ROUND_CHAT_CONVS.get(round_, CHAT_ROUND_CONVS)
+    chosen = rng.sample(sorted(convs), min(scored, len(convs)))
     texts, ctx, owner = [], [], []
     for c in chosen:
         msgs = [m["text"] for m in convs[c]]

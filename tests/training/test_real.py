@@ -593,6 +593,47 @@ def test_a_later_model_round_on_chat_takes_whole_train_conversations(
     assert len(near) == 2 and all(abs(int(c[1:]) / 200 - 0.5) < 0.1 for c in near)
 
 
+# 200 three-message conversations: a sample of 5 of them, or all of them
+@pytest.mark.parametrize(("own", "messages"), [({}, 5 * 3), ({3: 1000}, 200 * 3)])
+def test_a_chat_round_scores_a_sample_of_conversations_or_its_own_number(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, own: dict[int, int], messages: int
+) -> None:
+    from types import SimpleNamespace
+
+    import service.artifact
+    import service.classifier
+    from training import selection
+
+    items = [
+        {"key": f"c{c}:{p}", "lang": "en", "group": f"c{c}", "origin": "chat", "conv": f"c{c}",
+         "pos": p, "speaker": "AB"[p % 2], "text": f"conv {c} turn {p}"}
+        for c in range(200) for p in range(3)
+    ]  # fmt: skip
+    (tmp_path / "chitchat.jsonl").write_text("".join(json.dumps(it) + "\n" for it in items))
+    seen: list[str] = []
+
+    class Fake:
+        labels = ("health", "religion", "politics")
+        encoder = SimpleNamespace(contexts=lambda texts: [""] * len(texts))
+
+        def __init__(self, artifact: object) -> None:
+            self.artifact = SimpleNamespace(thresholds=dict.fromkeys(self.labels, 0.5))
+
+        def score_texts(self, texts: list[str], ctx: list[str]) -> list[SimpleNamespace]:
+            seen.extend(texts)
+            return [SimpleNamespace(scores=dict.fromkeys(self.labels, 0.1)) for _ in texts]
+
+    monkeypatch.setattr(service.classifier, "Classifier", Fake)
+    monkeypatch.setattr(service.artifact.ModelArtifact, "load", staticmethod(lambda d: None))
+    monkeypatch.setattr(selection, "MODEL_ROUND", [("chitchat", "en", 1, 1)])
+    monkeypatch.setattr(selection, "CHAT_ROUND_CONVS", 5)
+    monkeypatch.setattr(selection, "ROUND_CHAT_CONVS", own)
+    monkeypatch.setattr(selection, "chitchat_reserved", lambda conv: False)
+    monkeypatch.setattr(selection, "split_of", lambda group, seed=0: "train")
+    selection.model_round(set(), tmp_path, 3, str(tmp_path))
+    assert len(seen) == messages
+
+
 def test_a_round_with_its_own_pools_reads_only_them_and_picks_only_its_labels(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
