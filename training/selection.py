@@ -16,7 +16,7 @@ Three recorded ways, each with a fixed seed (the labels files keep the method pe
   uniform3 a uniform random sample for train, stratified like `uniform` at half its size:
            what the held-out splits look like (the other train rounds are all targeted).
   uniform4 a second such draw (its own seed), of what neither it nor any round took before;
-  uniform5 a third.
+  uniform5 a third; uniform6 a fourth.
   model5   health in chat by the model: every short train conversation left is scored, and
            the ones it scores highest and nearest the threshold on health are read whole.
   chat     more whole chitchat conversations from the same pools (a second round, after the
@@ -40,6 +40,7 @@ model never scores an item of a test or validation group.
     python -m training.selection uniform3  # the same
     python -m training.selection uniform4  # the same
     python -m training.selection uniform5  # the same
+    python -m training.selection uniform6  # the same
 """
 
 from __future__ import annotations
@@ -99,9 +100,10 @@ UNIFORM: dict[tuple[str, str], int] = {
 CHAT_MAX = 60  # messages: longer conversations are left out of the keyword and model picks
 METHODS = (
     "uniform", "keyword", "model", "chat", "uniform2", "keyword2", "keyword3", "uniform3",
-    "uniform4", "uniform5",
+    "uniform4", "uniform5", "uniform6",
 )  # fmt: skip
-TRAIN_DRAWS = ("uniform3", "uniform4", "uniform5")  # uniform_train draws, each its own seed
+# uniform_train draws, each its own seed
+TRAIN_DRAWS = ("uniform3", "uniform4", "uniform5", "uniform6")
 BLOCK = 50  # a fortune file with more items is grouped in blocks of this many neighbours
 
 
