@@ -7,10 +7,12 @@ messages) at concurrency 1, 8 and 32, and prints throughput, p50 and p99 next to
   (b) a naive baseline: the same model on PyTorch behind a plain FastAPI route: the fine-tuned
       weights of runs/<name>/checkpoint when a training run left them, otherwise (a fresh
       clone) the model's base model with an untrained head of the same shape (same cost).
-Then the batch form: one request of 64 one-message transcripts against 64 concurrent
-single requests; and the re-send case: a 20-message transcript re-sent with one new message,
-against a fresh one-message transcript. All traffic stays on 127.0.0.1; every loop is bounded
-in time.
+For each service run it also says where the CPU went: the CPU time per request of the
+server's event loop (its main thread) and of its other threads (the model calls), read from
+/proc, against the raw engine's CPU time per message. Then the batch form: one request of 64
+one-message transcripts against 64 concurrent single requests; and the re-send case: a
+20-message transcript re-sent with one new message, against a fresh one-message transcript.
+All traffic stays on 127.0.0.1; every loop is bounded in time.
 """
 
 from __future__ import annotations
@@ -166,13 +168,41 @@ async def load(
         "p50": float(np.percentile(lat, 50)),
         "p99": float(np.percentile(lat, 99)),
         "errors": errors,
+        "requests": len(lat),
     }
 
 
-def raw_engine(model_dir: Path, texts: list[str], seconds: float) -> float:
+def thread_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds (user + system) of each thread of a process, by thread id (Linux /proc;
+    a thread that ended between the listing and the read is left out)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[int, float] = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()  # after the name, which may hold spaces
+        out[int(tid)] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return out
+
+
+def cpu_split(
+    pid: int, before: dict[int, float], after: dict[int, float], requests: int
+) -> dict[str, float]:
+    """CPU milliseconds per request between two `thread_cpu` readings of a server: its main
+    thread (the event loop) and every other thread (model calls, worker threads)."""
+    loop = after.get(pid, 0.0) - before.get(pid, 0.0)
+    rest = sum(v - before.get(t, 0.0) for t, v in after.items() if t != pid)
+    n = max(1, requests)
+    return {"loop_cpu_ms": 1000 * loop / n, "model_cpu_ms": 1000 * rest / n}
+
+
+def raw_engine(model_dir: Path, texts: list[str], seconds: float) -> tuple[float, float]:
     """Messages per second of the scoring core alone, batches of 32, spread over the cores as
     the service spreads its model calls (ST_MODEL_RUNS calls at once, ST_THREADS each): the
-    ceiling the service's HTTP path is measured against."""
+    ceiling the service's HTTP path is measured against; and its CPU milliseconds per message
+    (this process's CPU time over the timed part)."""
     import threading
 
     from service.settings import Settings
@@ -191,13 +221,14 @@ def raw_engine(model_dir: Path, texts: list[str], seconds: float) -> float:
             clf.score_texts(chunk)
             done[i] += len(chunk)
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     workers = [threading.Thread(target=work, args=(i,)) for i in range(runs)]
     for w in workers:
         w.start()
     for w in workers:
         w.join()
-    return sum(done) / (time.perf_counter() - start)
+    cpu, took = time.process_time() - cpu, time.perf_counter() - start
+    return sum(done) / took, 1000 * cpu / max(1, sum(done))
 
 
 def model_call_p50(model_dir: Path, texts: list[str], seconds: float) -> float:
@@ -311,13 +342,15 @@ def main() -> None:
     try:
         wait_ready(f"http://127.0.0.1:{port}/readyz", service)
         for c in (1, 8, 32):
-            rows[f"service c={c}"] = asyncio.run(
-                load(f"http://127.0.0.1:{port}/v1/classify", texts, c, args.seconds)
-            )
+            before = thread_cpu(service.pid)
+            row = asyncio.run(load(f"http://127.0.0.1:{port}/v1/classify", texts, c, args.seconds))
+            row.update(cpu_split(service.pid, before, thread_cpu(service.pid), row["requests"]))
+            rows[f"service c={c}"] = row
     finally:
         service.terminate()
         service.wait(30)
-    rows["raw engine"] = {"rps": raw_engine(model_dir, texts, args.seconds)}
+    raw_rps, raw_cpu = raw_engine(model_dir, texts, args.seconds)
+    rows["raw engine"] = {"rps": raw_rps, "model_cpu_ms": raw_cpu}
     model_p50 = model_call_p50(model_dir, texts, args.seconds)
 
     checkpoint = REPO / "runs" / name / "checkpoint"
@@ -365,11 +398,16 @@ def main() -> None:
         service.terminate()
         service.wait(30)
 
-    print(f"\n{'run':<16}{'msg/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
+    nan = float("nan")
+    print(
+        f"\n{'run':<16}{'msg/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
+        f"{'loop CPU ms/msg':>17}{'model CPU ms/msg':>18}"
+    )
     for k, v in rows.items():
         print(
-            f"{k:<16}{v['rps']:>9.1f}{v.get('p50', float('nan')):>9.1f}"
-            f"{v.get('p99', float('nan')):>9.1f}{int(v.get('errors', 0)):>8}"
+            f"{k:<16}{v['rps']:>9.1f}{v.get('p50', nan):>9.1f}{v.get('p99', nan):>9.1f}"
+            f"{int(v.get('errors', 0)):>8}{v.get('loop_cpu_ms', nan):>17.2f}"
+            f"{v.get('model_cpu_ms', nan):>18.2f}"
         )
     ratios = {
         "service_vs_raw_c32": rows["service c=32"]["rps"] / rows["raw engine"]["rps"],

@@ -102,6 +102,10 @@ def _num(value: float | None) -> str:
     return "" if value is None else f"{value:.1f}"
 
 
+def _ms(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}"
+
+
 def _level(row: dict[str, float], latency: bool) -> str:
     if not latency:
         return _num(row["rps"])
@@ -124,11 +128,13 @@ def render(figures: dict[str, dict[str, Any] | None], when: str) -> str:
         lines += _table(
             f"**HTTP** (`bench/http_load.py`, model {http['model']}; one-message transcripts "
             f"of test-split messages, cache off; naive baseline: {http['naive']} on PyTorch "
-            "behind a plain FastAPI route):",
-            ["run", "msg/s", "p50 ms", "p99 ms", "errors"],
+            "behind a plain FastAPI route; CPU per message: the server's event loop (its main "
+            "thread) and its other threads (the model calls), the raw engine's whole process):",
+            ["run", "msg/s", "p50 ms", "p99 ms", "errors", "loop CPU ms", "model CPU ms"],
             [
                 [name, _num(r["rps"]), _num(r.get("p50")), _num(r.get("p99")),
-                 str(int(r.get("errors", 0)))]
+                 str(int(r.get("errors", 0))), _ms(r.get("loop_cpu_ms")),
+                 _ms(r.get("model_cpu_ms"))]
                 for name, r in http["rows"].items()
             ],
         )  # fmt: skip

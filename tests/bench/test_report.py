@@ -22,7 +22,15 @@ def figures() -> dict[str, dict]:
             "naive": "base model, untrained head",
             "rows": {
                 "service c=1": {"rps": 60.0, "p50": 12.5, "p99": 30.0, "errors": 0},
-                "raw engine": {"rps": 150.0},
+                "service c=32": {
+                    "rps": 110.0,
+                    "p50": 200.0,
+                    "p99": 400.0,
+                    "errors": 0,
+                    "loop_cpu_ms": 1.034,
+                    "model_cpu_ms": 9.87,
+                },
+                "raw engine": {"rps": 150.0, "model_cpu_ms": 8.2},
                 "naive c=32": {"rps": 20.0},
             },
             "ratios": {
@@ -70,6 +78,10 @@ def test_rendered_tables_name_what_is_missing_and_every_row() -> None:
     text = render(figures(), "2026-12-03")
     assert "Not recorded in this run: engine_parallel, engine_cut, loop_prepare." in text
     assert "| naive c=32 | 20.0 |" in text
+    # where the CPU went, per message, beside the raw engine's (blank where not measured)
+    assert "| service c=32 | 110.0 | 200.0 | 400.0 | 0 | 1.03 | 9.87 |" in text
+    assert "| raw engine | 150.0 |  |  | 0 |  | 8.20 |" in text
+    assert "| service c=1 | 60.0 | 12.5 | 30.0 | 0 |  |  |" in text
     assert "| optimum + pipeline | 50.0 (11.0 / 21.0) | 75.0 | 100.0 (42.0 / 52.0) |" in text
     assert "| service / raw engine, c=32 | 0.75 | ≥ 0.80 | **no** |" in text
 

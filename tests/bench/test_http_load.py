@@ -1,0 +1,33 @@
+"""bench/http_load.py: where a server's CPU went, per thread, read from /proc."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+from bench.http_load import cpu_split, thread_cpu
+
+
+def test_a_busy_worker_thread_is_charged_to_the_model_side_not_the_loop() -> None:
+    pid = os.getpid()
+    before = thread_cpu(pid)
+    assert pid in before  # the main thread is listed under the process id
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            sum(range(1000))
+
+    worker = threading.Thread(target=spin)
+    worker.start()
+    try:
+        time.sleep(0.6)  # the main thread sleeps: next to no CPU of its own
+        after = thread_cpu(pid)  # read while the worker still exists
+    finally:
+        stop.set()
+        worker.join()
+    split = cpu_split(pid, before, after, requests=10)
+    assert split["model_cpu_ms"] >= 10.0  # >= 0.1 s of CPU over 10 requests
+    assert split["loop_cpu_ms"] < split["model_cpu_ms"] / 2
+    assert cpu_split(pid, before, before, requests=0) == {"loop_cpu_ms": 0.0, "model_cpu_ms": 0.0}
