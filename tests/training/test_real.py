@@ -307,6 +307,32 @@ def test_chat_round_5_takes_long_health_stories_but_not_the_longest(tmp_path: Pa
     assert all(split_of(f"chitchat:{c}") == "train" and not chitchat_reserved(c) for c in convs)
 
 
+def test_chat_round_7_draws_short_train_conversations_at_random_whatever_their_words(
+    tmp_path: Path,
+) -> None:
+    from training.selection import CHAT_MAX, chat
+
+    items = []
+    for c in range(2000):
+        conv = f"conv-{c}"
+        n = CHAT_MAX + 5 if c % 5 == 0 else 3  # every fifth conversation is too long
+        for pos in range(n):
+            text = "the doctor said surgery" if c % 2 else "ok cool"
+            speaker = "AB"[pos % 2]
+            items.append({"key": f"{conv}:{pos}", "lang": "en", "group": conv, "origin": "chat",
+                          "text": text, "conv": conv, "pos": pos, "speaker": speaker})  # fmt: skip
+    (tmp_path / "chitchat.jsonl").write_text("".join(json.dumps(it) + "\n" for it in items))
+    rows = chat(set(), str(tmp_path), round_=7)
+    convs: dict[str, int] = defaultdict(int)
+    for r in rows:
+        convs[str(r["conv"])] += 1
+    assert {str(r["selection"]) for r in rows} == {"chat7:random"}
+    assert len(convs) == 300 and set(convs.values()) == {3}  # whole, none too long
+    # drawn whatever their words: conversations with and without keywords alike
+    assert {int(c.split("-")[1]) % 2 for c in convs} == {0, 1}
+    assert all(split_of(f"chitchat:{c}") == "train" and not chitchat_reserved(c) for c in convs)
+
+
 def test_the_second_uniform_draw_takes_whole_validation_conversations_not_taken(
     tmp_path: Path,
 ) -> None:
