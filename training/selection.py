@@ -428,8 +428,8 @@ CHAT_ROUNDS: dict[int, tuple[dict[str, int], int, int, int]] = {
     # round 6 (the same session, for a later run): the long stories with two hits
     6: ({"health": 16}, 2, 0, CHAT_LONG + 50),
     # round 7 (session 20): real validation's errors on every label are mostly chat messages
-    # (the r20 checkpoint: 57 of 78 health misses, 28 of 42 religion misses, 16 of 33 religion
-    # false flags, 15 and 17 for politics), and the uniform draws take 45 conversations each:
+    # (the r20 checkpoint: 57 of 78 health misses, 28 of 45 religion misses, 16 of 52 religion
+    # false flags, 15 of 28 and 17 of 25 for politics), and the uniform draws take 45 each:
     # 300 more short conversations drawn at random, no keyword.
     7: ({}, 1, 300, CHAT_MAX),
 }
