@@ -19,11 +19,19 @@ def test_a_busy_worker_thread_is_charged_to_the_model_side_not_the_loop() -> Non
         while not stop.is_set():
             sum(range(1000))
 
+    def charged(now: dict[int, float]) -> float:
+        return cpu_split(pid, before, now, requests=1)["model_cpu_ms"] / 1000
+
     worker = threading.Thread(target=spin)
     worker.start()
     try:
-        time.sleep(0.6)  # the main thread sleeps: next to no CPU of its own
+        # the main thread mostly sleeps while the worker spins, until the worker has been
+        # charged 0.1 s of CPU (bounded: on a loaded machine the worker may get little of it)
+        deadline = time.monotonic() + 60
         after = thread_cpu(pid)  # read while the worker still exists
+        while charged(after) < 0.1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            after = thread_cpu(pid)
     finally:
         stop.set()
         worker.join()
