@@ -1,11 +1,16 @@
 """A shipped model judged on the held-out real text, through the service's own scoring core.
 
     python -m training.realeval --model-dir models/e5-multi [--split real_test] [--out f.json]
+        [--context-turns N --context-chars M]
 
 Each message is scored after the turns before it, as the API reads a transcript, at the
 thresholds stored in the model directory. Reports macro-F1, per-label precision/recall/F1,
 the share of not-sensitive items that get a flag, confident errors (score >= 0.9 on the wrong
 side), expected calibration error, and the same by language and by source.
+
+`--context-turns/--context-chars` read a wider (or narrower) context than the model was made
+with, at its own thresholds: what reading more turns would give before anyone retrains for it
+(the splits keep up to four turns before each message).
 """
 
 from __future__ import annotations
@@ -54,8 +59,15 @@ def judge(
     return rep
 
 
-def evaluate(model_dir: Path, split: str, splits_dir: Path) -> dict[str, Any]:
+def evaluate(
+    model_dir: Path, split: str, splits_dir: Path, context: tuple[int, int] | None = None
+) -> dict[str, Any]:
+    """The model's report on a split; `context` (turns, characters) overrides the context the
+    model reads (its thresholds and temperatures stay as shipped)."""
     clf = Classifier(ModelArtifact.load(model_dir))
+    made_with = {"turns": clf.encoder.context_turns, "chars": clf.encoder.context_chars}
+    if context is not None:
+        clf.encoder.context_turns, clf.encoder.context_chars = context
     rows = pq.read_table(splits_dir / f"{split}.parquet").to_pylist()
     labels = clf.labels
     y = multi_hot([r["labels"] for r in rows], labels)
@@ -65,6 +77,8 @@ def evaluate(model_dir: Path, split: str, splits_dir: Path) -> dict[str, Any]:
         "model": {"name": clf.artifact.name, "version": clf.artifact.version},
         "split": split,
         "thresholds": thr,
+        "context": {"turns": clf.encoder.context_turns, "chars": clf.encoder.context_chars},
+        "context_made_with": made_with,
         "all": judge(y, p, labels, thr),
     }
     known = np.array([r["lang"] in clf.artifact.languages for r in rows])
@@ -106,8 +120,15 @@ def main() -> None:
     parser.add_argument("--split", default="real_test")
     parser.add_argument("--splits-dir", default=SPLITS_DIR)
     parser.add_argument("--out", default="")
+    parser.add_argument("--context-turns", type=int, default=None, help="turns read before")
+    parser.add_argument("--context-chars", type=int, default=None, help="their character budget")
     args = parser.parse_args()
-    result = evaluate(resolve(args.model_dir), args.split, resolve(args.splits_dir))
+    context = None
+    if args.context_turns is not None or args.context_chars is not None:
+        if args.context_turns is None or args.context_chars is None:
+            parser.error("--context-turns and --context-chars go together")
+        context = (args.context_turns, args.context_chars)
+    result = evaluate(resolve(args.model_dir), args.split, resolve(args.splits_dir), context)
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(markdown(result))  # noqa: T201 - a command-line report
