@@ -40,6 +40,20 @@ AR_MISS = pytest.mark.xfail(strict=True, reason="e5-multi 1.4.0 misses the Arabi
 WITH_AR_MISS = [pytest.param(x, marks=AR_MISS) if x == "ar" else x for x in sorted(CASES)]
 
 
+# A "me too" that says nothing about health on its own words: only the turns before it make it
+# the user's own diabetes. (The cases above name the condition's return, "has it too", which
+# e5-multi 1.4.0 flags even alone: en 0.94, fr 0.93.) Written for these tests.
+BARE_ME_TOO = {
+    "en": "yeah me too. any good planner app?",
+    "fr": "moi aussi lol, une bonne appli d'agenda ?",
+    "ar": "وأنا كمان، تعرف تطبيق حلو لتنظيم المواعيد؟",
+}
+# Known miss of the shipped model (e5-multi 1.4.0): after the disclosure and the reply these
+# score health 0.02 (en), 0.04 (fr) and 0.06 (ar) against a threshold of 0.81.
+BARE_MISS = pytest.mark.xfail(strict=True, reason="e5-multi 1.4.0 misses a bare late me too")
+WITH_BARE_MISS = [pytest.param(x, marks=BARE_MISS) for x in sorted(BARE_ME_TOO)]
+
+
 @pytest.fixture()
 def turns_client(client: TestClient) -> TestClient:
     engine = client.app.state.engine  # type: ignore[attr-defined]
@@ -68,6 +82,22 @@ def test_a_late_me_too_is_flagged_and_the_reply_is_not(turns_client: TestClient,
     assert msgs[0]["flags"]["health"], msgs[0]["scores"]
     assert not msgs[1]["sensitive"], ("generic reply", msgs[1]["scores"])
     assert msgs[2]["flags"]["health"], ("late me too", msgs[2]["scores"])
+
+
+@pytest.mark.parametrize("lang", WITH_BARE_MISS)
+def test_a_bare_me_too_is_flagged_only_through_the_turns_before_it(
+    turns_client: TestClient, lang: str
+) -> None:
+    disclosure, reply, _, _ = CASES[lang]
+    turns = [
+        {"role": "user", "content": disclosure},
+        {"role": "assistant", "content": reply},
+        {"role": "user", "content": BARE_ME_TOO[lang]},
+    ]
+    after = turns_client.post("/v1/classify", json={"messages": turns}).json()["messages"]
+    alone = turns_client.post("/v1/classify", json={"messages": turns[2:]}).json()["messages"]
+    assert not alone[0]["sensitive"], ("alone", alone[0]["scores"])
+    assert after[2]["flags"]["health"], ("after the disclosure", after[2]["scores"])
 
 
 @pytest.mark.parametrize("lang", sorted(CASES))
