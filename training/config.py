@@ -74,6 +74,10 @@ class TrainConfig:
     patience: int = 2
     # cap on training steps (0 = no cap); tests use it to run a few steps only
     max_steps: int = 0
+    # stop after this many steps, with the learning-rate schedule of the whole run (0 = run to
+    # the end): unlike max_steps, the steps before it are those of the full run, so a run that
+    # was cut short (for time) and shipped can be made again exactly
+    stop_step: int = 0
     # evaluate on the validation split every this many steps as well as every epoch (0 = epochs)
     eval_every: int = 0
     # minimum recall each threshold must keep on validation (a guard must not miss much)

@@ -269,17 +269,23 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.4f}", epoch=epoch)
             last_of_epoch = b == len(batches) - 1
-            if (step % eval_every == 0 or last_of_epoch or step == total) and (
+            stop = step >= total or step == cfg.stop_step
+            if (step % eval_every == 0 or last_of_epoch or stop) and (
                 evaluate_and_keep(epoch + (b + 1) / len(batches))
             ):
                 done = True
-            if done or step >= total:
+            if done or stop:
                 done = True
                 break
         if done:
             break
     bar.close()
-    summary = {"best": best, "steps": step, "seconds": round(time.time() - started, 1)}
+    summary = {
+        "best": best,
+        "steps": step,
+        "seconds": round(time.time() - started, 1),
+        "last_learning_rate": sched.get_last_lr()[0],
+    }
     (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
     log.info(
         "best validation macro-F1 %.4f at epoch %.2f (%.0fs)",

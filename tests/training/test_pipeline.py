@@ -133,3 +133,30 @@ def test_tiny_model_whole_road(tiny_base: Path, tmp_path: Path) -> None:
         assert out["model"] == {"name": "tiny", "version": "0.0.1"}
         assert len(out["messages"]) == 2
         assert set(out["transcript"]["flags"]) == {"health", "religion", "politics"}
+
+
+def test_stop_step_cuts_a_run_short_on_the_whole_runs_schedule(
+    tiny_base: Path, tmp_path: Path
+) -> None:
+    """`stop_step` stops where a shipped run was cut short, on the learning-rate schedule of the
+    whole run (so it can be made again); `max_steps` shortens the schedule itself."""
+    from training.train import train
+
+    write_splits(tmp_path / "splits")
+    base = {
+        "name": "tiny",
+        "base_model": str(tiny_base),
+        "splits_dir": str(tmp_path / "splits"),
+        "models_dir": str(tmp_path / "models"),
+        "max_length": 32,
+        "batch_size": 4,
+        "epochs": 2,
+        "warmup_ratio": 0.0,
+        "select_on": "real_validation",
+    }
+    cut = train(TrainConfig(**base, runs_dir=str(tmp_path / "a"), stop_step=2))
+    capped = train(TrainConfig(**base, runs_dir=str(tmp_path / "b"), max_steps=2))
+    assert cut["steps"] == capped["steps"] == 2
+    assert capped["last_learning_rate"] == 0.0  # the schedule ended at step 2
+    # the whole run has more steps: at step 2 its rate has only begun to fall
+    assert 0.0 < cut["last_learning_rate"] < TrainConfig(**base).learning_rate
