@@ -567,29 +567,51 @@ def test_a_later_model_round_takes_train_items_not_taken_top_and_near_the_thresh
     assert len(near) == 3 and all(abs(x - 0.5) < 0.1 for x in near)
 
 
-def test_a_later_model_round_on_chat_takes_whole_train_conversations(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from types import SimpleNamespace
-
-    import service.artifact
-    import service.classifier
-    from training import selection
-
+def _write_chat_pool(folder: Path) -> None:
+    """200 three-message chat conversations, "conv <c> turn <p>", as extracted items."""
     items = [
         {"key": f"c{c}:{p}", "lang": "en", "group": f"c{c}", "origin": "chat", "conv": f"c{c}",
          "pos": p, "speaker": "AB"[p % 2], "text": f"conv {c} turn {p}"}
         for c in range(200) for p in range(3)
     ]  # fmt: skip
-    (tmp_path / "chitchat.jsonl").write_text("".join(json.dumps(it) + "\n" for it in items))
+    (folder / "chitchat.jsonl").write_text("".join(json.dumps(it) + "\n" for it in items))
+
+
+class _FakeModel:
+    """Stands in for the shipped model in a selection round: thresholds 0.5; subclasses give
+    the encoder's contexts and the scores."""
+
+    labels = ("health", "religion", "politics")
+
+    def __init__(self, artifact: object) -> None:
+        from types import SimpleNamespace
+
+        self.artifact = SimpleNamespace(thresholds=dict.fromkeys(self.labels, 0.5))
+
+
+def _use_fake_model(monkeypatch: pytest.MonkeyPatch, fake: type[_FakeModel]) -> None:
+    """The selection loads `fake` instead of the shipped model; no conversation is reserved."""
+    import service.artifact
+    import service.classifier
+    from training import selection
+
+    monkeypatch.setattr(service.classifier, "Classifier", fake)
+    monkeypatch.setattr(service.artifact.ModelArtifact, "load", staticmethod(lambda d: None))
+    monkeypatch.setattr(selection, "chitchat_reserved", lambda conv: False)
+
+
+def test_a_later_model_round_on_chat_takes_whole_train_conversations(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from types import SimpleNamespace
+
+    from training import selection
+
+    _write_chat_pool(tmp_path)
     seen_contexts: list[str] = []
 
-    class Fake:  # the last turn of conversation c scores health c/200; contexts are recorded
-        labels = ("health", "religion", "politics")
+    class Fake(_FakeModel):  # the last turn of conversation c scores health c/200
         encoder = SimpleNamespace(contexts=lambda texts: [f"ctx{i}" for i in range(len(texts))])
-
-        def __init__(self, artifact: object) -> None:
-            self.artifact = SimpleNamespace(thresholds=dict.fromkeys(self.labels, 0.5))
 
         def score_texts(self, texts: list[str], ctx: list[str]) -> list[SimpleNamespace]:
             seen_contexts.extend(ctx)
@@ -600,10 +622,8 @@ def test_a_later_model_round_on_chat_takes_whole_train_conversations(
                 out.append(SimpleNamespace(scores={"health": h, "religion": 0.0, "politics": 0.0}))
             return out
 
-    monkeypatch.setattr(service.classifier, "Classifier", Fake)
-    monkeypatch.setattr(service.artifact.ModelArtifact, "load", staticmethod(lambda d: None))
+    _use_fake_model(monkeypatch, Fake)
     monkeypatch.setattr(selection, "MODEL_ROUND", [("chitchat", "en", 1, 2), ("vader", "en", 1, 1)])
-    monkeypatch.setattr(selection, "chitchat_reserved", lambda conv: False)
     rows = selection.model_round(set(), tmp_path, 3, str(tmp_path), sources={"chitchat"})
     assert {r["source"] for r in rows} == {"chitchat"}  # the vader pool was not asked for
     assert seen_contexts and set(seen_contexts) == {"ctx0", "ctx1", "ctx2"}
@@ -626,35 +646,22 @@ def test_a_chat_round_scores_a_sample_of_conversations_or_its_own_number(
 ) -> None:
     from types import SimpleNamespace
 
-    import service.artifact
-    import service.classifier
     from training import selection
 
-    items = [
-        {"key": f"c{c}:{p}", "lang": "en", "group": f"c{c}", "origin": "chat", "conv": f"c{c}",
-         "pos": p, "speaker": "AB"[p % 2], "text": f"conv {c} turn {p}"}
-        for c in range(200) for p in range(3)
-    ]  # fmt: skip
-    (tmp_path / "chitchat.jsonl").write_text("".join(json.dumps(it) + "\n" for it in items))
+    _write_chat_pool(tmp_path)
     seen: list[str] = []
 
-    class Fake:
-        labels = ("health", "religion", "politics")
+    class Fake(_FakeModel):
         encoder = SimpleNamespace(contexts=lambda texts: [""] * len(texts))
-
-        def __init__(self, artifact: object) -> None:
-            self.artifact = SimpleNamespace(thresholds=dict.fromkeys(self.labels, 0.5))
 
         def score_texts(self, texts: list[str], ctx: list[str]) -> list[SimpleNamespace]:
             seen.extend(texts)
             return [SimpleNamespace(scores=dict.fromkeys(self.labels, 0.1)) for _ in texts]
 
-    monkeypatch.setattr(service.classifier, "Classifier", Fake)
-    monkeypatch.setattr(service.artifact.ModelArtifact, "load", staticmethod(lambda d: None))
+    _use_fake_model(monkeypatch, Fake)
     monkeypatch.setattr(selection, "MODEL_ROUND", [("chitchat", "en", 1, 1)])
     monkeypatch.setattr(selection, "CHAT_ROUND_CONVS", 5)
     monkeypatch.setattr(selection, "ROUND_CHAT_CONVS", own)
-    monkeypatch.setattr(selection, "chitchat_reserved", lambda conv: False)
     monkeypatch.setattr(selection, "split_of", lambda group, seed=0: "train")
     selection.model_round(set(), tmp_path, 3, str(tmp_path))
     assert len(seen) == messages
