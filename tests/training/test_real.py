@@ -280,20 +280,27 @@ def test_the_chat_round_takes_whole_train_conversations_never_reserved_nor_taken
     assert counts == {"chat3:health": 26, "chat3:religion": 10}  # no politics conversation
 
 
+def _write_conversations(folder: Path, convs: list[list[str]]) -> None:
+    """Chat conversations "conv-<i>" of these messages, as extracted chitchat items."""
+    items = [
+        {"key": f"conv-{c}:{pos}", "lang": "en", "group": f"conv-{c}", "origin": "chat",
+         "text": text, "conv": f"conv-{c}", "pos": pos, "speaker": "AB"[pos % 2]}
+        for c, texts in enumerate(convs) for pos, text in enumerate(texts)
+    ]  # fmt: skip
+    (folder / "chitchat.jsonl").write_text("".join(json.dumps(it) + "\n" for it in items))
+
+
 def test_chat_round_5_takes_long_health_stories_but_not_the_longest(tmp_path: Path) -> None:
     from training.selection import CHAT_LONG, CHAT_MAX, chat
 
     shapes = {0: (80, 3), 1: (80, 2), 2: (CHAT_LONG + 50, 5), 3: (4, 3)}  # (messages, hits)
-    items = []
+    convs_in = []
     for c in range(400):
-        conv = f"conv-{c}"
         n, hits = shapes[c % 4]
-        for pos in range(n):
-            text = "the doctor said surgery" if pos < hits else "ok cool"
-            speaker = "AB"[pos % 2]
-            items.append({"key": f"{conv}:{pos}", "lang": "en", "group": conv, "origin": "chat",
-                          "text": text, "conv": conv, "pos": pos, "speaker": speaker})  # fmt: skip
-    (tmp_path / "chitchat.jsonl").write_text("".join(json.dumps(it) + "\n" for it in items))
+        convs_in.append(
+            ["the doctor said surgery" if pos < hits else "ok cool" for pos in range(n)]
+        )
+    _write_conversations(tmp_path, convs_in)
     rows = chat(set(), str(tmp_path), round_=5)
     convs: dict[str, int] = defaultdict(int)
     for r in rows:
@@ -312,16 +319,15 @@ def test_chat_round_7_draws_short_train_conversations_at_random_whatever_their_w
 ) -> None:
     from training.selection import CHAT_MAX, chat
 
-    items = []
-    for c in range(2000):
-        conv = f"conv-{c}"
-        n = CHAT_MAX + 5 if c % 5 == 0 else 3  # every fifth conversation is too long
-        for pos in range(n):
-            text = "the doctor said surgery" if c % 2 else "ok cool"
-            speaker = "AB"[pos % 2]
-            items.append({"key": f"{conv}:{pos}", "lang": "en", "group": conv, "origin": "chat",
-                          "text": text, "conv": conv, "pos": pos, "speaker": speaker})  # fmt: skip
-    (tmp_path / "chitchat.jsonl").write_text("".join(json.dumps(it) + "\n" for it in items))
+    # every fifth conversation is too long; every other one has a keyword in each message
+    _write_conversations(
+        tmp_path,
+        [
+            ["the doctor said surgery" if c % 2 else "ok cool"]
+            * (CHAT_MAX + 5 if c % 5 == 0 else 3)
+            for c in range(2000)
+        ],
+    )
     rows = chat(set(), str(tmp_path), round_=7)
     convs: dict[str, int] = defaultdict(int)
     for r in rows:
