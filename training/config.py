@@ -140,14 +140,18 @@ class TrainConfig:
         return asdict(self)
 
 
-def cli(run: Callable[[TrainConfig], object], description: str) -> None:
-    """The command line of a training step: --config FILE and --set key=value overrides."""
+def cli(run: Callable[..., object], description: str, flags: dict[str, str] | None = None) -> None:
+    """The command line of a training step: --config FILE and --set key=value overrides, and
+    the step's own on/off `flags` (name -> help), passed to it as keyword arguments."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--config", default="training/configs/e5-multi.json")
     parser.add_argument("--set", nargs="*", default=[], help="overrides, key=value")
+    for name, text in (flags or {}).items():
+        parser.add_argument(f"--{name}", action="store_true", help=text)
     args = parser.parse_args()
     logging.basicConfig(level="INFO", format="%(asctime)s %(message)s")
-    run(TrainConfig.load(resolve(args.config), args.set))
+    options = {name: getattr(args, name) for name in flags or {}}
+    run(TrainConfig.load(resolve(args.config), args.set), **options)
 
 
 def resolve(path: str | Path) -> Path:

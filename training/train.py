@@ -2,6 +2,11 @@
 
 Reads top to bottom: config, data, model, loop, evaluation, save. The best checkpoint by
 validation macro-F1 is kept in runs/<name>/checkpoint with its config and data hash.
+
+A run is resumable: at every evaluation it writes runs/<name>/resume.pt (the trainable weights,
+optimizer, schedule, random states and where it is in the data), and `--resume` (`make train
+RESUME=1`) goes on from there, step for step as if it had not stopped. A run that ends (its last
+step, or early stopping) removes the file; one cut by `stop_step` keeps it.
 """
 
 from __future__ import annotations
@@ -9,8 +14,10 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import random
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -139,7 +146,36 @@ def augmented_contexts(
     return out
 
 
-def train(cfg: TrainConfig) -> dict[str, Any]:
+RESUME_FILE = "resume.pt"
+# config keys that do not change what a run computes: a run may be resumed across them
+_RESUME_FREE = frozenset(
+    {"stop_step", "notes", "version", "models_dir", "compare_with", "ablations"}
+)
+
+
+def _run_key(cfg: TrainConfig) -> dict[str, Any]:
+    return {k: v for k, v in cfg.to_dict().items() if k not in _RESUME_FREE}
+
+
+def _save_state(path: Path, state: dict[str, Any]) -> None:
+    """Write the resume state atomically (a run killed while writing keeps the last one)."""
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _load_state(path: Path, cfg: TrainConfig, data_hash: str) -> dict[str, Any]:
+    state: dict[str, Any] = torch.load(path, weights_only=False)
+    if state["data_hash"] != data_hash:
+        raise ValueError(f"{path}: made on other splits (data hash {state['data_hash']})")
+    theirs, ours = state["run"], _run_key(cfg)
+    changed = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
+    if changed:
+        raise ValueError(f"{path}: made with another config ({', '.join(changed)} differ)")
+    return state
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     # -- config -------------------------------------------------------------------------------
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -210,7 +246,47 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     best: dict[str, Any] = {"macro_f1": -1.0}
     stale, step, started = 0, 0, time.time()
     eval_every = cfg.eval_every or steps_per_epoch
-    bar = tqdm(total=total, desc=f"train {cfg.name}", unit="step")
+    data_hash = splits_hash(splits_dir)
+    resume_path = run_dir / RESUME_FILE
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    at = (0, 0)  # (epoch, batches of it) already done
+    spent = 0.0  # seconds spent before a resume
+    if resume and resume_path.exists():
+        state = _load_state(resume_path, cfg, data_hash)
+        missing, unexpected = model.load_state_dict(state["model"], strict=False)
+        if unexpected or not set(missing) <= frozen:
+            raise ValueError(f"{resume_path}: weights do not fit the model")
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        random.setstate(state["python_rng"])
+        np.random.set_state(state["numpy_rng"])
+        best, stale, step, at = state["best"], state["stale"], state["step"], state["at"]
+        spent = state["seconds"]
+        log.info("resuming at step %d (%s)", step, resume_path)
+    elif resume:
+        log.info("nothing to resume in %s: starting from step 0", run_dir)
+    bar = tqdm(total=total, initial=step, desc=f"train {cfg.name}", unit="step")
+
+    def keep_state(epoch: int, batches_done: int) -> None:
+        _save_state(
+            resume_path,
+            {
+                "run": _run_key(cfg),
+                "data_hash": data_hash,
+                "step": step,
+                "at": (epoch, batches_done),
+                "best": best,
+                "stale": stale,
+                "seconds": spent + time.time() - started,
+                "model": {k: v for k, v in model.state_dict().items() if k not in frozen},
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "python_rng": random.getstate(),
+                "numpy_rng": np.random.get_state(),
+            },
+        )
 
     def evaluate_and_keep(epoch: float) -> bool:
         nonlocal best, stale
@@ -232,10 +308,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 p_chk = evaluate_split(model, tok, check_ds, cfg)
                 best[other] = report(y_chk, p_chk, cfg.labels, thresholds)
                 log.info("  %s macro-F1 %.4f (second check)", other, best[other]["macro_f1"])
-            meta = {
+            meta: dict[str, object] = {
                 "config": cfg.to_dict(),
                 "base_model_path": base,
-                "data_hash": splits_hash(splits_dir),
+                "data_hash": data_hash,
                 "best": best,
             }
             model.save(run_dir / "checkpoint", tok, meta)
@@ -247,11 +323,14 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
     rng = np.random.default_rng(cfg.seed)
     model.train()
-    done = False
+    done = stop = False
     for epoch in range(cfg.epochs):
+        # drawn for every epoch, also those a resumed run skips: the draws stay those of the run
         batches = length_grouped_batches(texts, cfg.batch_size, rng)
         contexts = augmented_contexts(train_ds, cfg, y_train, rng)
         for b, idx in enumerate(batches):
+            if (epoch, b) < at:
+                continue
             ids, mask = batch_tensors(
                 encoder, [texts[i] for i in idx], [contexts[i] for i in idx], pad_id
             )
@@ -270,20 +349,20 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             bar.set_postfix(loss=f"{loss.item():.4f}", epoch=epoch)
             last_of_epoch = b == len(batches) - 1
             stop = step >= total or step == cfg.stop_step
-            if (step % eval_every == 0 or last_of_epoch or stop) and (
-                evaluate_and_keep(epoch + (b + 1) / len(batches))
-            ):
-                done = True
+            if step % eval_every == 0 or last_of_epoch or stop:
+                done = evaluate_and_keep(epoch + (b + 1) / len(batches))
+                keep_state(epoch, b + 1)
             if done or stop:
-                done = True
                 break
-        if done:
+        if done or stop:
             break
     bar.close()
+    if step >= total or done:  # the run has ended: nothing left to resume
+        resume_path.unlink(missing_ok=True)
     summary = {
         "best": best,
         "steps": step,
-        "seconds": round(time.time() - started, 1),
+        "seconds": round(spent + time.time() - started, 1),
         "last_learning_rate": sched.get_last_lr()[0],
     }
     (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
@@ -297,7 +376,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def main() -> None:
-    cli(train, "Fine-tune the multi-label classifier.")
+    cli(
+        train,
+        "Fine-tune the multi-label classifier.",
+        {"resume": "go on from the last evaluation of an unfinished run of the same config"},
+    )
 
 
 if __name__ == "__main__":

@@ -160,3 +160,47 @@ def test_stop_step_cuts_a_run_short_on_the_whole_runs_schedule(
     assert capped["last_learning_rate"] == 0.0  # the schedule ended at step 2
     # the whole run has more steps: at step 2 its rate has only begun to fall
     assert 0.0 < cut["last_learning_rate"] < TrainConfig(**base).learning_rate
+
+
+def test_a_cut_run_resumed_goes_on_step_for_step_as_if_it_had_not_stopped(
+    tiny_base: Path, tmp_path: Path
+) -> None:
+    """`--resume` takes a run cut at step 4 on to step 7 with the same weights, optimizer and
+    random draws as a run that went to step 7 at once; a changed config is refused, and a run
+    that ends leaves nothing to resume."""
+    import torch
+
+    from training.train import RESUME_FILE, train
+
+    write_splits(tmp_path / "splits")
+    base = {
+        "name": "tiny",
+        "base_model": str(tiny_base),
+        "splits_dir": str(tmp_path / "splits"),
+        "models_dir": str(tmp_path / "models"),
+        "max_length": 32,
+        "batch_size": 4,
+        "epochs": 4,
+        "eval_every": 2,
+        "patience": 100,
+        "select_on": "real_validation",
+        "context_augment": 0.5,  # the epochs' random draws matter
+    }
+    whole = train(TrainConfig(**base, runs_dir=str(tmp_path / "a"), stop_step=7))
+    cut = TrainConfig(**base, runs_dir=str(tmp_path / "b"), stop_step=4)
+    assert train(cut)["steps"] == 4
+    with pytest.raises(ValueError, match="learning_rate"):
+        train(TrainConfig(**{**base, "learning_rate": 1e-3}, runs_dir=cut.runs_dir), resume=True)
+    resumed = train(TrainConfig(**base, runs_dir=cut.runs_dir, stop_step=7), resume=True)
+    assert resumed["steps"] == whole["steps"] == 7
+    assert resumed["last_learning_rate"] == whole["last_learning_rate"]
+    a = torch.load(tmp_path / "a/tiny" / RESUME_FILE, weights_only=False)
+    b = torch.load(tmp_path / "b/tiny" / RESUME_FILE, weights_only=False)
+    assert a["at"] == b["at"] and a["at"][0] >= 1  # past an epoch boundary since the cut
+    assert a["model"].keys() == b["model"].keys()
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
+    assert torch.equal(a["torch_rng"], b["torch_rng"])
+    # a run that ends removes its state; resuming it again starts over
+    done = train(TrainConfig(**base, runs_dir=cut.runs_dir), resume=True)
+    assert done["steps"] > 7 and not (tmp_path / "b/tiny" / RESUME_FILE).exists()
