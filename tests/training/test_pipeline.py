@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from datasets import Dataset
@@ -66,6 +67,21 @@ def write_splits(folder: Path) -> None:
         ]
         Dataset.from_list(rows).to_parquet(str(folder / f"{split}.parquet"))
     (folder / "manifest.json").write_text(json.dumps({"inputs_hash": "tiny"}))
+
+
+def tiny_run(tiny_base: Path, tmp_path: Path, **settings: Any) -> dict[str, Any]:
+    """The config of a short run of the tiny model on freshly written splits (no runs_dir)."""
+    write_splits(tmp_path / "splits")
+    return {
+        "name": "tiny",
+        "base_model": str(tiny_base),
+        "splits_dir": str(tmp_path / "splits"),
+        "models_dir": str(tmp_path / "models"),
+        "max_length": 32,
+        "batch_size": 4,
+        "select_on": "real_validation",
+        **settings,
+    }
 
 
 def test_tiny_model_whole_road(tiny_base: Path, tmp_path: Path) -> None:
@@ -142,18 +158,7 @@ def test_stop_step_cuts_a_run_short_on_the_whole_runs_schedule(
     whole run (so it can be made again); `max_steps` shortens the schedule itself."""
     from training.train import train
 
-    write_splits(tmp_path / "splits")
-    base = {
-        "name": "tiny",
-        "base_model": str(tiny_base),
-        "splits_dir": str(tmp_path / "splits"),
-        "models_dir": str(tmp_path / "models"),
-        "max_length": 32,
-        "batch_size": 4,
-        "epochs": 2,
-        "warmup_ratio": 0.0,
-        "select_on": "real_validation",
-    }
+    base = tiny_run(tiny_base, tmp_path, epochs=2, warmup_ratio=0.0)
     cut = train(TrainConfig(**base, runs_dir=str(tmp_path / "a"), stop_step=2))
     capped = train(TrainConfig(**base, runs_dir=str(tmp_path / "b"), max_steps=2))
     assert cut["steps"] == capped["steps"] == 2
@@ -172,20 +177,8 @@ def test_a_cut_run_resumed_goes_on_step_for_step_as_if_it_had_not_stopped(
 
     from training.train import RESUME_FILE, train
 
-    write_splits(tmp_path / "splits")
-    base = {
-        "name": "tiny",
-        "base_model": str(tiny_base),
-        "splits_dir": str(tmp_path / "splits"),
-        "models_dir": str(tmp_path / "models"),
-        "max_length": 32,
-        "batch_size": 4,
-        "epochs": 4,
-        "eval_every": 2,
-        "patience": 100,
-        "select_on": "real_validation",
-        "context_augment": 0.5,  # the epochs' random draws matter
-    }
+    # context_augment: the epochs' random draws matter
+    base = tiny_run(tiny_base, tmp_path, epochs=4, eval_every=2, patience=100, context_augment=0.5)
     whole = train(TrainConfig(**base, runs_dir=str(tmp_path / "a"), stop_step=7))
     cut = TrainConfig(**base, runs_dir=str(tmp_path / "b"), stop_step=4)
     assert train(cut)["steps"] == 4
