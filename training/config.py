@@ -76,7 +76,8 @@ class TrainConfig:
     max_steps: int = 0
     # stop after this many steps, with the learning-rate schedule of the whole run (0 = run to
     # the end): unlike max_steps, the steps before it are those of the full run, so a run that
-    # was cut short (for time) and shipped can be made again exactly
+    # was cut short (for time) after an evaluation and shipped can be made again exactly, or
+    # resumed (`--resume`) towards the end; the stop itself evaluates nothing
     stop_step: int = 0
     # evaluate on the validation split every this many steps as well as every epoch (0 = epochs)
     eval_every: int = 0

@@ -11,6 +11,7 @@ step, or early stopping) removes the file; one cut by `stop_step` keeps it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -147,14 +148,38 @@ def augmented_contexts(
 
 
 RESUME_FILE = "resume.pt"
-# config keys that do not change what a run computes: a run may be resumed across them
+# config keys that do not change what training computes (they name, describe, stop it, or are
+# read only by evaluate and export): a run may be resumed across them
 _RESUME_FREE = frozenset(
-    {"stop_step", "notes", "version", "models_dir", "compare_with", "ablations"}
+    {
+        "stop_step",
+        "notes",
+        "version",
+        "models_dir",
+        "compare_with",
+        "ablations",
+        "vocab_budget",
+        "min_int8_agreement",
+        "empath_baseline",
+        "calibrate",
+    }
 )
 
 
 def _run_key(cfg: TrainConfig) -> dict[str, Any]:
     return {k: v for k, v in cfg.to_dict().items() if k not in _RESUME_FREE}
+
+
+def _fingerprint(model: MultiLabelClassifier, tok: Any, frozen: set[str]) -> list[Any]:
+    """What a resumed run takes again from the base model rather than from the saved state
+    (the frozen weights, the tokenizer): it must be the same as when the run was cut."""
+    params = dict(model.named_parameters())
+    sums = [
+        (n, list(params[n].shape), float(params[n].detach().double().abs().sum()))
+        for n in sorted(frozen)
+    ]
+    vocab = hashlib.sha256(tok.backend_tokenizer.to_str().encode()).hexdigest()
+    return [sums, vocab]
 
 
 def _save_state(path: Path, state: dict[str, Any]) -> None:
@@ -164,10 +189,14 @@ def _save_state(path: Path, state: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def _load_state(path: Path, cfg: TrainConfig, data_hash: str) -> dict[str, Any]:
+def _load_state(
+    path: Path, cfg: TrainConfig, data_hash: str, fingerprint: list[Any]
+) -> dict[str, Any]:
     state: dict[str, Any] = torch.load(path, weights_only=False)
     if state["data_hash"] != data_hash:
         raise ValueError(f"{path}: made on other splits (data hash {state['data_hash']})")
+    if state["base"] != fingerprint:
+        raise ValueError(f"{path}: made on another base model (frozen weights or tokenizer)")
     theirs, ours = state["run"], _run_key(cfg)
     changed = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
     if changed:
@@ -249,10 +278,11 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     data_hash = splits_hash(splits_dir)
     resume_path = run_dir / RESUME_FILE
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    fingerprint = _fingerprint(model, tok, frozen)
     at = (0, 0)  # (epoch, batches of it) already done
     spent = 0.0  # seconds spent before a resume
     if resume and resume_path.exists():
-        state = _load_state(resume_path, cfg, data_hash)
+        state = _load_state(resume_path, cfg, data_hash, fingerprint)
         missing, unexpected = model.load_state_dict(state["model"], strict=False)
         if unexpected or not set(missing) <= frozen:
             raise ValueError(f"{resume_path}: weights do not fit the model")
@@ -264,8 +294,14 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
         best, stale, step, at = state["best"], state["stale"], state["step"], state["at"]
         spent = state["seconds"]
         log.info("resuming at step %d (%s)", step, resume_path)
+        if 0 < cfg.stop_step <= step:
+            raise ValueError(
+                f"{resume_path}: the run is already at step {step}; stop_step {cfg.stop_step} "
+                "is behind it (raise it, or set 0 to run to the end)"
+            )
     elif resume:
         log.info("nothing to resume in %s: starting from step 0", run_dir)
+    resumed_from = step
     bar = tqdm(total=total, initial=step, desc=f"train {cfg.name}", unit="step")
 
     def keep_state(epoch: int, batches_done: int) -> None:
@@ -274,6 +310,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
             {
                 "run": _run_key(cfg),
                 "data_hash": data_hash,
+                "base": fingerprint,
                 "step": step,
                 "at": (epoch, batches_done),
                 "best": best,
@@ -349,9 +386,13 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
             bar.set_postfix(loss=f"{loss.item():.4f}", epoch=epoch)
             last_of_epoch = b == len(batches) - 1
             stop = step >= total or step == cfg.stop_step
-            if step % eval_every == 0 or last_of_epoch or stop:
+            # evaluated only where the whole run evaluates, so that a cut run resumed makes
+            # the same evaluations, keeps the same checkpoint and stops early at the same point
+            scheduled = step % eval_every == 0 or last_of_epoch
+            if scheduled:
                 done = evaluate_and_keep(epoch + (b + 1) / len(batches))
-                keep_state(epoch, b + 1)
+            if (scheduled or stop) and not done and step < total:
+                keep_state(epoch, b + 1)  # a run that has ended leaves nothing to resume
             if done or stop:
                 break
         if done or stop:
@@ -364,6 +405,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
         "steps": step,
         "seconds": round(spent + time.time() - started, 1),
         "last_learning_rate": sched.get_last_lr()[0],
+        "resumed_from": resumed_from,
     }
     (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
     log.info(

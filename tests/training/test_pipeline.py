@@ -170,30 +170,56 @@ def test_stop_step_cuts_a_run_short_on_the_whole_runs_schedule(
 def test_a_cut_run_resumed_goes_on_step_for_step_as_if_it_had_not_stopped(
     tiny_base: Path, tmp_path: Path
 ) -> None:
-    """`--resume` takes a run cut at step 4 on to step 7 with the same weights, optimizer and
-    random draws as a run that went to step 7 at once; a changed config is refused, and a run
-    that ends leaves nothing to resume."""
+    """`--resume` takes a run cut at step 5 (between evaluations) on to step 8 with the same
+    weights, optimizer, best score and random draws as a run that went to step 8 at once, and
+    on to the end with the same result; a changed config or a stop_step behind the run is
+    refused, and a run that ends leaves nothing to resume."""
     import torch
 
     from training.train import RESUME_FILE, train
 
-    # context_augment: the epochs' random draws matter
-    base = tiny_run(tiny_base, tmp_path, epochs=4, eval_every=2, patience=100, context_augment=0.5)
-    whole = train(TrainConfig(**base, runs_dir=str(tmp_path / "a"), stop_step=7))
-    cut = TrainConfig(**base, runs_dir=str(tmp_path / "b"), stop_step=4)
-    assert train(cut)["steps"] == 4
+    # evaluations every 2 steps and at each epoch's end (3 steps); no early stopping on the way
+    # (the staleness count it reads is compared below); context_augment: the epochs' draws matter
+    base = tiny_run(
+        tiny_base,
+        tmp_path,
+        epochs=5,
+        eval_every=2,
+        patience=100,
+        context_chars=120,
+        context_turns=2,
+        context_augment=0.5,
+    )
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    whole = train(TrainConfig(**base, runs_dir=a, stop_step=8))
+    assert whole["resumed_from"] == 0
+    assert train(TrainConfig(**base, runs_dir=b, stop_step=5))["steps"] == 5
     with pytest.raises(ValueError, match="learning_rate"):
-        train(TrainConfig(**{**base, "learning_rate": 1e-3}, runs_dir=cut.runs_dir), resume=True)
-    resumed = train(TrainConfig(**base, runs_dir=cut.runs_dir, stop_step=7), resume=True)
-    assert resumed["steps"] == whole["steps"] == 7
+        train(TrainConfig(**{**base, "learning_rate": 1e-3}, runs_dir=b), resume=True)
+    with pytest.raises(ValueError, match="stop_step 4"):
+        train(TrainConfig(**base, runs_dir=b, stop_step=4), resume=True)
+    resumed = train(TrainConfig(**base, runs_dir=b, stop_step=8), resume=True)
+    assert resumed["resumed_from"] == 5 and resumed["steps"] == whole["steps"] == 8
+    assert resumed["best"] == whole["best"]
     assert resumed["last_learning_rate"] == whole["last_learning_rate"]
-    a = torch.load(tmp_path / "a/tiny" / RESUME_FILE, weights_only=False)
-    b = torch.load(tmp_path / "b/tiny" / RESUME_FILE, weights_only=False)
-    assert a["at"] == b["at"] and a["at"][0] >= 1  # past an epoch boundary since the cut
-    assert a["model"].keys() == b["model"].keys()
-    for k, v in a["model"].items():
-        assert torch.equal(v, b["model"][k]), k
-    assert torch.equal(a["torch_rng"], b["torch_rng"])
-    # a run that ends removes its state; resuming it again starts over
-    done = train(TrainConfig(**base, runs_dir=cut.runs_dir), resume=True)
-    assert done["steps"] > 7 and not (tmp_path / "b/tiny" / RESUME_FILE).exists()
+    sa = torch.load(tmp_path / "a/tiny" / RESUME_FILE, weights_only=False)
+    sb = torch.load(tmp_path / "b/tiny" / RESUME_FILE, weights_only=False)
+    assert sa["at"] == sb["at"] and sa["at"][0] >= 1  # past an epoch boundary since the cut
+    assert sa["stale"] == sb["stale"]
+    assert sa["model"].keys() == sb["model"].keys()
+    for k, v in sa["model"].items():
+        assert torch.equal(v, sb["model"][k]), k
+    for k, v in sa["optimizer"]["state"].items():
+        assert torch.equal(v["exp_avg"], sb["optimizer"]["state"][k]["exp_avg"]), k
+    assert torch.equal(sa["torch_rng"], sb["torch_rng"])
+    # both on to the end (or early stopping): the same run; an ended run leaves no state
+    end_a = train(TrainConfig(**base, runs_dir=a), resume=True)
+    end_b = train(TrainConfig(**base, runs_dir=b), resume=True)
+    assert end_a["resumed_from"] == end_b["resumed_from"] == 8
+    assert end_a["steps"] == end_b["steps"] == 15
+    assert end_a["best"] == end_b["best"]
+    assert not (tmp_path / "a/tiny" / RESUME_FILE).exists()
+    assert not (tmp_path / "b/tiny" / RESUME_FILE).exists()
+    head_a = torch.load(tmp_path / "a/tiny/checkpoint/head.pt", weights_only=True)
+    head_b = torch.load(tmp_path / "b/tiny/checkpoint/head.pt", weights_only=True)
+    assert all(torch.equal(head_a[k], head_b[k]) for k in head_a)
