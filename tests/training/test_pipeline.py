@@ -180,16 +180,9 @@ def test_a_cut_run_resumed_goes_on_step_for_step_as_if_it_had_not_stopped(
 
     # evaluations every 2 steps and at each epoch's end (3 steps); no early stopping on the way
     # (the staleness count it reads is compared below); context_augment: the epochs' draws matter
-    base = tiny_run(
-        tiny_base,
-        tmp_path,
-        epochs=5,
-        eval_every=2,
-        patience=100,
-        context_chars=120,
-        context_turns=2,
-        context_augment=0.5,
-    )
+    schedule = {"epochs": 5, "eval_every": 2, "patience": 100}
+    context = {"context_chars": 120, "context_turns": 2, "context_augment": 0.5}
+    base = tiny_run(tiny_base, tmp_path, **schedule, **context)
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
     whole = train(TrainConfig(**base, runs_dir=a, stop_step=8))
     assert whole["resumed_from"] == 0
