@@ -105,11 +105,13 @@ def shingles(text: str, n: int = 5) -> set[tuple[str, ...]]:
 
 
 def near_duplicate_share(records: list[dict[str, Any]], threshold: float = 0.8) -> float:
-    """Share of authored messages with a word-5-gram Jaccard >= threshold to another one."""
+    """Share of hand-written authored messages with a word-5-gram Jaccard >= threshold to
+    another one. Template records (composed on purpose from the corpus's own texts, flagged
+    `template`, their share bounded apart) are left out."""
     texts = [
         m["content"]
         for r in records
-        if r["source"] == "authored"
+        if r["source"] == "authored" and not r.get("template")
         for m in r["messages"]
         if m["role"] == "user" and len(m["content"].split()) >= 5
     ]
@@ -194,7 +196,8 @@ def main() -> None:
             BEGIN,
             "### Per language (single messages; transcripts counted separately)",
             summary(records),
-            f"Near-duplicate share (word 5-gram Jaccard >= 0.8, authored user messages): {nd:.4f}. "
+            f"Near-duplicate share (word 5-gram Jaccard >= 0.8, hand-written authored user "
+            f"messages): {nd:.4f}. "
             f"Template share of authored single messages: {tpl:.4f}. "
             f"Floors not met: {'; '.join(fails) if fails else 'none'}.",
             "### Messages per language x source x label x split",

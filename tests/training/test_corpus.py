@@ -94,6 +94,9 @@ def test_near_duplicate_check_can_fail() -> None:
         },
     ]
     assert near_duplicate_share(recs) == 1.0
+    # a composed (template) record that repeats a hand-written text is not counted
+    recs[1]["template"] = True
+    assert near_duplicate_share(recs) == 0.0
 
 
 def test_template_share_under_twenty_percent(records: list[dict]) -> None:
