@@ -83,6 +83,9 @@ class TrainConfig:
     eval_every: int = 0
     # minimum recall each threshold must keep on validation (a guard must not miss much)
     min_recall: float = 0.90
+    # most a threshold may flag, per label, of the selection split's items that carry no label
+    # at all (1.0 = no bound): keeps false flags on real text down where best F1 would not
+    max_false_flags: float = 1.0
     # the split that picks the checkpoint and the thresholds: "validation" (authored) or
     # "real_validation" (held-out real text, when `make data` built it); the other is reported
     select_on: str = "validation"

@@ -42,7 +42,7 @@ def evaluate(cfg: TrainConfig) -> dict[str, Any]:
     p_test = evaluate_split(model, tok, test_ds, cfg)
     y_val = multi_hot(list(val_ds["labels"]), cfg.labels)
     y_test = multi_hot(list(test_ds["labels"]), cfg.labels)
-    thresholds = choose_thresholds(y_val, p_val, cfg.labels, cfg.min_recall)
+    thresholds = choose_thresholds(y_val, p_val, cfg.labels, cfg.min_recall, cfg.max_false_flags)
     result = {
         "thresholds": thresholds,
         "min_recall": cfg.min_recall,

@@ -323,7 +323,9 @@ def export(cfg: TrainConfig) -> dict[str, Any]:
         (out / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False))
         p_val = model_scores(out, list(pick_ds["text"]), pick_ctx, cfg.labels)
         log.info("temperatures on %s: %s", cfg.select_on, temps)
-    config["thresholds"] = choose_thresholds(y_val, p_val, cfg.labels, cfg.min_recall)
+    config["thresholds"] = choose_thresholds(
+        y_val, p_val, cfg.labels, cfg.min_recall, cfg.max_false_flags
+    )
     config["thresholds_chosen_on"] = f"{cfg.select_on}, with the shipped int8 model"
     (out / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False))
     log.info("thresholds: PyTorch %s -> shipped %s", thresholds, config["thresholds"])

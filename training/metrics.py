@@ -27,12 +27,26 @@ def prf(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     return {"precision": p, "recall": r, "f1": f, "support": float((y > 0).sum())}
 
 
-def choose_threshold(y: np.ndarray, p: np.ndarray, min_recall: float) -> float:
-    """The threshold with the best F1 among those keeping recall >= min_recall.
+def choose_threshold(
+    y: np.ndarray,
+    p: np.ndarray,
+    min_recall: float,
+    max_false_flags: float = 1.0,
+    unlabelled: np.ndarray | None = None,
+) -> float:
+    """The threshold with the best F1 among those keeping recall >= min_recall and flagging at
+    most `max_false_flags` of the `unlabelled` items (those with no label at all).
 
-    If no threshold keeps that recall (tiny validation sets), the best-F1 threshold is used.
+    If no threshold keeps that recall (tiny validation sets), the best-F1 threshold within the
+    false-flag bound is used; if none keeps the bound, the one that flags fewest.
     """
     candidates = np.unique(np.clip(np.round(p, 4), 0.01, 0.99))
+    if unlabelled is not None and unlabelled.any() and max_false_flags < 1.0:
+        flagged = np.array([(p[unlabelled] >= t).mean() for t in candidates])
+        within = flagged <= max_false_flags
+        if not within.any():
+            return float(candidates[int(np.argmin(flagged))])
+        candidates = candidates[within]
     best, best_any = (-1.0, 0.5), (-1.0, 0.5)
     for t in candidates:
         m = prf(y, p >= t)
@@ -44,9 +58,19 @@ def choose_threshold(y: np.ndarray, p: np.ndarray, min_recall: float) -> float:
 
 
 def choose_thresholds(
-    y: np.ndarray, p: np.ndarray, labels: tuple[str, ...], min_recall: float
+    y: np.ndarray,
+    p: np.ndarray,
+    labels: tuple[str, ...],
+    min_recall: float,
+    max_false_flags: float = 1.0,
 ) -> dict[str, float]:
-    return {lab: choose_threshold(y[:, j], p[:, j], min_recall) for j, lab in enumerate(labels)}
+    """One threshold per label (see choose_threshold); the false-flag bound counts the items
+    of `y` that carry no label at all."""
+    unlabelled = ~(y > 0).any(axis=1)
+    return {
+        lab: choose_threshold(y[:, j], p[:, j], min_recall, max_false_flags, unlabelled)
+        for j, lab in enumerate(labels)
+    }
 
 
 def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:

@@ -328,7 +328,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     def evaluate_and_keep(epoch: float) -> bool:
         nonlocal best, stale
         p_val = evaluate_split(model, tok, val_ds, cfg)
-        thresholds = choose_thresholds(y_val, p_val, cfg.labels, cfg.min_recall)
+        thresholds = choose_thresholds(
+            y_val, p_val, cfg.labels, cfg.min_recall, cfg.max_false_flags
+        )
         rep = report(y_val, p_val, cfg.labels, thresholds)
         log.info("epoch %.2f step %d %s macro-F1 %.4f", epoch, step, cfg.select_on, rep["macro_f1"])
         if rep["macro_f1"] > best["macro_f1"]:

@@ -1,0 +1,39 @@
+"""Threshold choice: best F1, a recall floor, and a bound on items without any label flagged."""
+
+import numpy as np
+
+from training.metrics import choose_thresholds
+
+LABELS = ("health", "religion")
+
+
+def scores() -> tuple[np.ndarray, np.ndarray]:
+    # health: 4 positives at 0.9, 0.8, 0.6, 0.4; 6 items with no label, two of them high
+    y = np.zeros((10, 2), np.float32)
+    y[:4, 0] = 1
+    p = np.zeros((10, 2), np.float32)
+    p[:4, 0] = [0.9, 0.8, 0.6, 0.4]
+    p[4:, 0] = [0.7, 0.5, 0.1, 0.1, 0.1, 0.1]
+    p[:, 1] = 0.05
+    return y, p
+
+
+def test_without_a_bound_the_threshold_is_the_best_f1() -> None:
+    y, p = scores()
+    # 0.4 flags the 4 positives and the two unlabelled 0.7 and 0.5: F1 0.8, the best
+    assert choose_thresholds(y, p, LABELS, 0.0)["health"] == np.float32(0.4)
+
+
+def test_a_false_flag_bound_raises_the_threshold_until_it_holds() -> None:
+    y, p = scores()
+    # at most 1 of the 6 unlabelled items flagged: 0.5 is out; 0.6 flags only the 0.7 one
+    assert choose_thresholds(y, p, LABELS, 0.0, max_false_flags=1 / 6)["health"] == np.float32(0.6)
+    # none flagged: above 0.7
+    assert choose_thresholds(y, p, LABELS, 0.0, max_false_flags=0.0)["health"] == np.float32(0.8)
+
+
+def test_a_recall_floor_still_holds_inside_the_bound() -> None:
+    y, p = scores()
+    # recall >= 0.75 inside the bound of one false flag: 0.6 (recall 0.75), not 0.8 (0.5)
+    th = choose_thresholds(y, p, LABELS, 0.75, max_false_flags=1 / 6)
+    assert th["health"] == np.float32(0.6)
