@@ -181,6 +181,11 @@ def write_card(out: Path, config: dict[str, Any], metrics: dict[str, Any]) -> No
         f"Chosen on the {chosen_on} split: best F1 while keeping recall >= "
         f"{config['training']['min_recall']:.2f} where possible"
         + (
+            f" and flagging at most {bound:.1%} of the split's items with no label"
+            if (bound := config["training"].get("max_false_flags", 1.0)) < 1.0
+            else ""
+        )
+        + (
             ", from the scores of the shipped int8 model (through the service's core)."
             if config.get("thresholds_chosen_on")
             else "."
