@@ -198,7 +198,13 @@ def _load_state(
     if state["base"] != fingerprint:
         raise ValueError(f"{path}: made on another base model (frozen weights or tokenizer)")
     theirs, ours = state["run"], _run_key(cfg)
-    changed = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
+    # a key added to the config after the run was cut reads as its default there
+    default = _run_key(TrainConfig())
+    changed = sorted(
+        k
+        for k in set(theirs) | set(ours)
+        if theirs.get(k, default.get(k)) != ours.get(k, default.get(k))
+    )
     if changed:
         raise ValueError(f"{path}: made with another config ({', '.join(changed)} differ)")
     return state

@@ -216,3 +216,21 @@ def test_a_cut_run_resumed_goes_on_step_for_step_as_if_it_had_not_stopped(
     head_a = torch.load(tmp_path / "a/tiny/checkpoint/head.pt", weights_only=True)
     head_b = torch.load(tmp_path / "b/tiny/checkpoint/head.pt", weights_only=True)
     assert all(torch.equal(head_a[k], head_b[k]) for k in head_a)
+
+
+def test_a_resume_file_from_before_a_new_config_key_reads_it_as_its_default(
+    tmp_path: Path,
+) -> None:
+    import torch
+
+    from training.train import _load_state, _run_key
+
+    cfg = TrainConfig()
+    run = _run_key(cfg)
+    del run["max_false_flags"]  # a file written before the key existed
+    path = tmp_path / "resume.pt"
+    torch.save({"data_hash": "h", "base": ["b"], "run": run}, path)
+    assert _load_state(path, cfg, "h", ["b"])["run"] == run
+    other = TrainConfig(max_false_flags=0.01)  # the key set to something else: refused
+    with pytest.raises(ValueError, match="max_false_flags differ"):
+        _load_state(path, other, "h", ["b"])
