@@ -33,25 +33,21 @@ CASES = {
 }
 
 
-# Known miss of the shipped model (e5-multi 1.4.0; 1.2.0 and 1.3.0 too): the Arabic late "me too"
-# scores health 0.37 against a threshold of 0.81 (1.3.0: 0.15 against 0.58). Strict: the day a
-# model gets it right, these fail until the mark goes.
-AR_MISS = pytest.mark.xfail(strict=True, reason="e5-multi 1.4.0 misses the Arabic late me too")
-WITH_AR_MISS = [pytest.param(x, marks=AR_MISS) if x == "ar" else x for x in sorted(CASES)]
-
-
 # A "me too" that says nothing about health on its own words: only the turns before it make it
 # the user's own diabetes. (The cases above name the condition's return, "has it too", which
-# e5-multi 1.4.0 flags even alone: en 0.94, fr 0.93.) Written for these tests.
+# e5-multi 1.5.0 flags even alone: 1.00 in en, fr and ar.) Written for these tests.
 BARE_ME_TOO = {
     "en": "yeah me too. any good planner app?",
     "fr": "moi aussi lol, une bonne appli d'agenda ?",
     "ar": "وأنا كمان، تعرف تطبيق حلو لتنظيم المواعيد؟",
 }
-# Known miss of the shipped model (e5-multi 1.4.0): after the disclosure and the reply these
-# score health 0.02 (en), 0.04 (fr) and 0.06 (ar) against a threshold of 0.81.
-BARE_MISS = pytest.mark.xfail(strict=True, reason="e5-multi 1.4.0 misses a bare late me too")
-WITH_BARE_MISS = [pytest.param(x, marks=BARE_MISS) for x in sorted(BARE_ME_TOO)]
+# Known miss of the shipped model (e5-multi 1.5.0): after the disclosure and the reply every
+# one scores health 1.00 (1.4.0: 0.02-0.06, all missed), but the Arabic one alone scores 0.96
+# against a threshold of 0.95, flagged by its own words (a planner for "appointments",
+# المواعيد, read as medical ones). Strict: the day a model gets it right, this fails until the
+# mark goes.
+BARE_MISS = pytest.mark.xfail(strict=True, reason="e5-multi 1.5.0 flags the Arabic one alone")
+WITH_BARE_MISS = [pytest.param(x, marks=BARE_MISS) if x == "ar" else x for x in sorted(BARE_ME_TOO)]
 
 
 @pytest.fixture()
@@ -74,7 +70,7 @@ def transcript(lang: str, last: int) -> list[dict[str, str]]:
     return turns
 
 
-@pytest.mark.parametrize("lang", WITH_AR_MISS)
+@pytest.mark.parametrize("lang", sorted(CASES))
 def test_a_late_me_too_is_flagged_and_the_reply_is_not(turns_client: TestClient, lang: str) -> None:
     r = turns_client.post("/v1/classify", json={"messages": transcript(lang, 2)})
     assert r.status_code == 200
@@ -108,7 +104,7 @@ def test_an_unrelated_request_after_it_is_not(turns_client: TestClient, lang: st
     assert not msgs[2]["sensitive"], ("unrelated request", msgs[2]["scores"])
 
 
-@pytest.mark.parametrize("lang", WITH_AR_MISS)
+@pytest.mark.parametrize("lang", sorted(CASES))
 def test_a_signal_from_the_late_me_too_is_blocked(turns_client: TestClient, lang: str) -> None:
     body = {
         "messages": transcript(lang, 2),

@@ -178,12 +178,10 @@ def test_context_is_read_and_does_not_make_everything_sensitive(client: TestClie
     assert after["messages"][1]["sensitive"] is False
 
 
-@pytest.mark.xfail(
-    strict=True, reason="e5-multi 1.4.0 scores this 'me too' health 0.38 (threshold 0.81)"
-)
 def test_context_makes_a_reply_sensitive(client: TestClient) -> None:
     """Read after the turn before it, "me too, since 2019" is the user's own diabetes (1.1.0
-    flagged it; 1.2.0 to 1.4.0, which read role-marked turns, do not)."""
+    flagged it; 1.2.0 to 1.4.0, which read role-marked turns, did not: 1.4.0 0.38; 1.5.0
+    1.00)."""
     out = client.post("/v1/classify", json={"messages": [DAD, ME_TOO]}).json()
     assert out["messages"][1]["flags"]["health"] is True
 
@@ -250,8 +248,11 @@ def test_transcripts_scored_together_match_one_by_one(classifier: Classifier) ->
         alone = classifier.score_transcript(contents, roles)
         assert len(got.messages) == len(contents)
         assert got.flags == alone.flags
-        for lab in classifier.labels:  # int8 scales activations per model run
-            assert got.scores[lab] == pytest.approx(alone.scores[lab], abs=1e-2)
+        # int8 scales activations per model run, so the company a message is run in moves
+        # its score a little; a calibration temperature under 1 (1.5.0: 0.45-0.51) widens
+        # that in the middle of the range (1.5.0: 0.124 together, 0.136 alone)
+        for lab in classifier.labels:
+            assert got.scores[lab] == pytest.approx(alone.scores[lab], abs=2e-2)
 
 
 def test_model_calls_run_at_once_up_to_model_runs() -> None:
