@@ -35,19 +35,23 @@ CASES = {
 
 # A "me too" that says nothing about health on its own words: only the turns before it make it
 # the user's own diabetes. (The cases above name the condition's return, "has it too", which
-# e5-multi 1.5.0 flags even alone: 1.00 in en, fr and ar.) Written for these tests.
+# e5-multi 1.5.0 and 1.6.0 flag even alone: 1.00 in en, fr and ar.) Written for these tests.
 BARE_ME_TOO = {
     "en": "yeah me too. any good planner app?",
     "fr": "moi aussi lol, une bonne appli d'agenda ?",
     "ar": "وأنا كمان، تعرف تطبيق حلو لتنظيم المواعيد؟",
 }
-# Known miss of the shipped model (e5-multi 1.5.0): after the disclosure and the reply every
-# one scores health 1.00 (1.4.0: 0.02-0.06, all missed), but the Arabic one alone scores 0.96
-# against a threshold of 0.95, flagged by its own words (a planner for "appointments",
-# المواعيد, read as medical ones). Strict: the day a model gets it right, this fails until the
-# mark goes.
-BARE_MISS = pytest.mark.xfail(strict=True, reason="e5-multi 1.5.0 flags the Arabic one alone")
-WITH_BARE_MISS = [pytest.param(x, marks=BARE_MISS) if x == "ar" else x for x in sorted(BARE_ME_TOO)]
+# Known misses of the shipped model (e5-multi 1.6.0): after the disclosure and the reply every
+# one scores health 1.00, but alone the French one scores 0.74 and the Arabic one 0.95 against a
+# threshold of 0.68, flagged by their own words (a planner, "agenda" / المواعيد "appointments",
+# read as medical; 1.5.0 flagged only the Arabic one, 0.96 against 0.95). Strict: the day a
+# model gets one right, it fails until its mark goes.
+BARE_MISS = pytest.mark.xfail(
+    strict=True, reason="e5-multi 1.6.0 flags the French (0.74) and Arabic (0.95) ones alone"
+)
+WITH_BARE_MISS = [
+    pytest.param(x, marks=BARE_MISS) if x in ("ar", "fr") else x for x in sorted(BARE_ME_TOO)
+]
 
 
 @pytest.fixture()

@@ -132,20 +132,14 @@ STORY = (
     "still planning the summer trip: maybe the coast again, maybe the mountains if the prices "
     "drop. The kids want a dog, and I keep saying we need a bigger garden first. "
 )
-# Known miss of the shipped model (e5-multi 1.5.0): after one small-talk sentence repeated 40
-# times, the disclosure's window (the last, mostly that sentence) scores health 0.55 against a
-# threshold of 0.95 (1.4.0: 0.99). After varied small talk of four windows it scores 0.99.
-REPEATED_MISS = pytest.mark.xfail(
-    strict=True, reason="e5-multi 1.5.0 misses a disclosure after 40 repeated sentences"
-)
 
 
 @pytest.mark.parametrize(
     "filler",
     [
+        # e5-multi 1.5.0 missed this one (0.55); 1.4.0 and 1.6.0 score it 0.99 and 1.00.
         pytest.param(
             "We talked about the weather, the traffic and the new coffee place. " * 40,
-            marks=REPEATED_MISS,
             id="repeated",
         ),
         pytest.param(STORY, id="story"),
