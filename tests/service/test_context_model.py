@@ -35,23 +35,15 @@ CASES = {
 
 # A "me too" that says nothing about health on its own words: only the turns before it make it
 # the user's own diabetes. (The cases above name the condition's return, "has it too", which
-# e5-multi 1.5.0 and 1.6.0 flag even alone: 1.00 in en, fr and ar.) Written for these tests.
+# e5-multi 1.5.0 to 1.7.0 flag even alone: 0.91-1.00 in en, fr and ar.) Written for these tests.
 BARE_ME_TOO = {
     "en": "yeah me too. any good planner app?",
     "fr": "moi aussi lol, une bonne appli d'agenda ?",
     "ar": "وأنا كمان، تعرف تطبيق حلو لتنظيم المواعيد؟",
 }
-# Known misses of the shipped model (e5-multi 1.6.0): after the disclosure and the reply every
-# one scores health 1.00, but alone the French one scores 0.74 and the Arabic one 0.95 against a
-# threshold of 0.68, flagged by their own words (a planner, "agenda" / المواعيد "appointments",
-# read as medical; 1.5.0 flagged only the Arabic one, 0.96 against 0.95). Strict: the day a
-# model gets one right, it fails until its mark goes.
-BARE_MISS = pytest.mark.xfail(
-    strict=True, reason="e5-multi 1.6.0 flags the French (0.74) and Arabic (0.95) ones alone"
-)
-WITH_BARE_MISS = [
-    pytest.param(x, marks=BARE_MISS) if x in ("ar", "fr") else x for x in sorted(BARE_ME_TOO)
-]
+# e5-multi 1.7.0 scores each of them 1.00 after the disclosure and the reply, and 0.02 (en),
+# 0.16 (fr) and 0.44 (ar) alone against a health threshold of 0.75 (1.6.0 flagged the French
+# and Arabic ones alone, 0.74 and 0.95, their planner for "appointments" read as medical).
 
 
 @pytest.fixture()
@@ -84,7 +76,7 @@ def test_a_late_me_too_is_flagged_and_the_reply_is_not(turns_client: TestClient,
     assert msgs[2]["flags"]["health"], ("late me too", msgs[2]["scores"])
 
 
-@pytest.mark.parametrize("lang", WITH_BARE_MISS)
+@pytest.mark.parametrize("lang", sorted(BARE_ME_TOO))
 def test_a_bare_me_too_is_flagged_only_through_the_turns_before_it(
     turns_client: TestClient, lang: str
 ) -> None:

@@ -137,7 +137,7 @@ STORY = (
 @pytest.mark.parametrize(
     "filler",
     [
-        # e5-multi 1.5.0 missed this one (0.55); 1.4.0 and 1.6.0 score it 0.99 and 1.00.
+        # e5-multi 1.5.0 missed this one (0.55); 1.4.0, 1.6.0 and 1.7.0 score it 0.99-1.00.
         pytest.param(
             "We talked about the weather, the traffic and the new coffee place. " * 40,
             id="repeated",
