@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
+from fastapi.responses import Response
 
 from service.classifier import model_role
 from service.routes.deps import (
@@ -16,6 +17,7 @@ from service.routes.deps import (
     check_messages,
     count_flags,
     model_ref,
+    serialized,
 )
 from service.routes.results import transcript_result
 from service.schemas import BatchClassifyResponse, ClassifyRequest, ClassifyResponse
@@ -36,7 +38,7 @@ async def classify(
     tenant: TenantDep,
     settings: SettingsDep,
     metrics: MetricsDep,
-) -> ClassifyResponse | BatchClassifyResponse:
+) -> Response:
     if body.messages is not None:
         check_messages(settings, body.messages)
         contents = [m.text for m in body.messages]
@@ -45,7 +47,7 @@ async def classify(
         )
         count_flags(metrics, reading.score)
         single = transcript_result(body.messages, reading.score, reading.languages)
-        return ClassifyResponse(model=model_ref(engine), **single.model_dump())
+        return serialized(ClassifyResponse(model=model_ref(engine), **dict(single)))
     transcripts = body.transcripts or []
     bound("max_transcripts", settings.max_transcripts, len(transcripts))
     for t in transcripts:
@@ -62,4 +64,4 @@ async def classify(
     for t, r in zip(transcripts, readings, strict=True):
         count_flags(metrics, r.score)
         results.append(transcript_result(t.messages, r.score, r.languages, t.id))
-    return BatchClassifyResponse(model=model_ref(engine), results=results)
+    return serialized(BatchClassifyResponse(model=model_ref(engine), results=results))

@@ -8,7 +8,9 @@ from collections.abc import Sequence
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
 
 from service.classifier import TranscriptScore
 from service.engine import ScoringEngine
@@ -122,3 +124,11 @@ def count_flags(metrics: Metrics, result: TranscriptScore) -> None:
         for lab, f in m.flags.items():
             if f:
                 metrics.flags.labels(lab).inc()
+
+
+def serialized(body: BaseModel) -> Response:
+    """The answer as JSON, written by the model that built it. The route's declared
+    response_model still documents it; returning a Response skips FastAPI's second pass over
+    an answer the route has just validated (re-validating it against the response model,
+    then encoding the dump)."""
+    return Response(body.model_dump_json(), media_type="application/json")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
+from fastapi.responses import Response
 
 from service.classifier import model_role
 from service.gate import decide
@@ -16,6 +17,7 @@ from service.routes.deps import (
     bound,
     check_messages,
     model_ref,
+    serialized,
 )
 from service.routes.results import transcript_result
 from service.schemas import Reason, ScreenRequest, ScreenResponse, SignalDecision
@@ -37,7 +39,7 @@ async def screen(
     engine: EngineDep,
     tenant: TenantDep,
     settings: SettingsDep,
-) -> ScreenResponse:
+) -> Response:
     check_messages(settings, body.messages)
     bound("max_signals", settings.max_signals, len(body.signals))
     for k, s in enumerate(body.signals):
@@ -74,6 +76,6 @@ async def screen(
             )
         )
     single = transcript_result(body.messages, result, langs)
-    return ScreenResponse(
-        model=model_ref(engine), transcript=single.transcript, decisions=decisions
+    return serialized(
+        ScreenResponse(model=model_ref(engine), transcript=single.transcript, decisions=decisions)
     )
