@@ -103,6 +103,11 @@ class TrainConfig:
     vocab_budget: int = 0
     # the int8 model must take the same decisions as fp32 on at least this share of test items
     min_int8_agreement: float = 0.99
+    # at export, fuse each layer's attention (and layer norms, GELU) into onnxruntime's fused
+    # operators before smoothing and int8: the encoder is exported with plain (eager)
+    # attention, which the fusion recognises, and int8 then runs one QAttention per layer
+    # (faster on short inputs; the fused fp32 graph is checked against PyTorch like the plain one)
+    fuse_attention: bool = False
     # other shipped models to score on the same test split, side by side: {title: model dir}
     compare_with: dict[str, str] = field(default_factory=dict)
     # score the empath keyword baseline on the same test split

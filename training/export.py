@@ -1,7 +1,9 @@
 """`make export`: ONNX export, int8 dynamic quantization, parity checks, model directory.
 
 The export proves itself: fp32 ONNX logits are compared with PyTorch's (largest difference
-reported, failure above 1e-3); MatMul inputs are smoothed for int8 (training/smoothing.py; the
+reported, failure above 1e-3); with `fuse_attention` the graph's attention, layer norms and
+GELU are fused into onnxruntime's operators (checked against PyTorch the same way); MatMul
+inputs are smoothed for int8 (training/smoothing.py; the
 smoothed fp32 graph is checked against the original) and the int8 model is compared with fp32
 on test decisions (failure below 99% agreement). The shipped directory is then loaded by the
 service's own scoring core, which chooses its thresholds on validation and computes the metrics
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import torch
 from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -83,6 +86,24 @@ def export_onnx(
         opset_version=17,
         dynamo=False,
     )
+
+
+def fuse(src: Path, dst: Path, encoder_config: Any) -> dict[str, int]:
+    """onnxruntime's transformer fusions on the fp32 graph (attention, embedding and skip layer
+    norms, bias + GELU), graph-level only, so the file runs on any CPU onnxruntime; returns how
+    many of each fused operator it made."""
+    from onnxruntime.transformers import optimizer
+
+    fused = optimizer.optimize_model(
+        str(src),
+        model_type="bert",
+        num_heads=int(encoder_config.num_attention_heads),
+        hidden_size=int(encoder_config.hidden_size),
+        opt_level=0,
+        use_gpu=False,
+    )
+    fused.save_model_to_file(str(dst))
+    return {k: int(v) for k, v in fused.get_fused_operator_statistics().items() if v}
 
 
 class Batches(list[tuple[torch.Tensor, torch.Tensor]]):
@@ -224,7 +245,9 @@ def real_test_summary(result: dict[str, Any]) -> dict[str, Any]:
 
 def export(cfg: TrainConfig) -> dict[str, Any]:
     run_dir = cfg.run_dir
-    model, tok, meta = MultiLabelClassifier.load(run_dir / "checkpoint")
+    # plain attention when it is to be fused: the fusion recognises its graph, not SDPA's
+    attn = "eager" if cfg.fuse_attention else None
+    model, tok, meta = MultiLabelClassifier.load(run_dir / "checkpoint", attn)
     evaluation = json.loads((run_dir / "evaluation.json").read_text())
     thresholds: dict[str, float] = evaluation["thresholds"]
     splits = load_splits(resolve(cfg.splits_dir))  # read once: every step below uses them
@@ -252,6 +275,14 @@ def export(cfg: TrainConfig) -> dict[str, Any]:
     log.info("fp32 ONNX vs PyTorch: largest logit difference %.2e", max_diff)
     if max_diff > MAX_LOGIT_DIFF:
         raise ExportCheckError(f"fp32 ONNX differs from PyTorch by {max_diff:.2e} > 1e-3")
+    plain, fused_ops, fused_diff = fp32, {}, None
+    if cfg.fuse_attention:
+        plain = onnx_dir / "model-fp32-fused.onnx"
+        fused_ops = fuse(fp32, plain, model.encoder.config)
+        fused_diff = float(np.abs(onnx_logits(plain, inputs) - ref).max())
+        log.info("fused %s; fused fp32 vs PyTorch: %.2e", fused_ops, fused_diff)
+        if fused_diff > MAX_LOGIT_DIFF:
+            raise ExportCheckError(f"fused fp32 differs from PyTorch by {fused_diff:.2e} > 1e-3")
 
     # Smooth activation outliers into the weights (same fp32 function, far less int8 error),
     # calibrated on validation items, then quantize.
@@ -259,15 +290,22 @@ def export(cfg: TrainConfig) -> dict[str, Any]:
     cal = batches(encoder, list(val_cal["text"]), contexts_of(val_cal, cfg), pad_id)
     smoothed = onnx_dir / "model-fp32-smoothed.onnx"
     changes = smooth(
-        fp32,
+        plain,
         smoothed,
         ({"input_ids": ids.numpy(), "attention_mask": mask.numpy()} for ids, mask in cal),
     )
-    smooth_diff = float(np.abs(onnx_logits(smoothed, inputs) - got).max())
+    smooth_diff = float(np.abs(onnx_logits(smoothed, inputs) - onnx_logits(plain, inputs)).max())
     log.info("smoothed fp32 vs fp32: largest logit difference %.2e", smooth_diff)
     if smooth_diff > MAX_LOGIT_DIFF:
         raise ExportCheckError(f"smoothing changed fp32 logits by {smooth_diff:.2e} > 1e-3")
-    quantize_dynamic(str(smoothed), str(int8), weight_type=QuantType.QInt8, per_channel=True)
+    quantize_dynamic(
+        str(smoothed),
+        str(int8),
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        # shape inference cannot type the outputs of onnxruntime's fused operators
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
     q = onnx_logits(int8, inputs)
     thr = np.array([thresholds[lab] for lab in cfg.labels])
     dec_fp32 = 1 / (1 + np.exp(-got)) >= thr
@@ -343,6 +381,8 @@ def export(cfg: TrainConfig) -> dict[str, Any]:
         "export": {
             "max_logit_diff_fp32_vs_pytorch": max_diff,
             "int8_fp32_decision_agreement": agreement,
+            "fused_operators": fused_ops,
+            "max_logit_diff_fused_fp32_vs_pytorch": fused_diff,
             "int8_macro_f1": full["test"]["macro_f1"],
             "fp32_macro_f1": fp32_f1,
             "thresholds_pytorch": thresholds,

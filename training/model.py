@@ -52,11 +52,13 @@ class MultiLabelClassifier(nn.Module):
 
     @classmethod
     def load(
-        cls, path: Path
+        cls, path: Path, attn_implementation: str | None = None
     ) -> tuple[MultiLabelClassifier, PreTrainedTokenizerBase, dict[str, object]]:
-        """Read back what `save` wrote."""
+        """Read back what `save` wrote (`attn_implementation`: transformers' choice of
+        attention code, e.g. "eager"; the default when None)."""
         meta = json.loads((path / "checkpoint.json").read_text())
-        encoder = AutoModel.from_pretrained(path / "encoder", add_pooling_layer=False)
+        kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
+        encoder = AutoModel.from_pretrained(path / "encoder", add_pooling_layer=False, **kwargs)
         head = torch.load(path / "head.pt", weights_only=True)
         model = cls(encoder, encoder.config.hidden_size, head["weight"].shape[0])
         model.head.load_state_dict(head)

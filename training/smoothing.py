@@ -3,7 +3,8 @@
 onnxruntime's dynamic quantization reads each MatMul input as uint8 with one scale per tensor,
 so a few channels with large activations (the known outliers of transformer layer norms and
 GELU outputs) take most of the 256 levels and the rest lose precision. For every MatMul whose
-weight is a constant, this step divides the input's channels by a per-channel factor `s` (a new
+weight is a constant (and every fused Attention node, whose packed query/key/value weight is
+one), this step divides the input's channels by a per-channel factor `s` (a new
 `Mul` node) and multiplies the weight's rows by the same `s`: in fp32 the graph computes exactly
 the same thing, but the int8 version loses far less, because per-channel weight quantization
 absorbs the range the activations gave up.
@@ -32,6 +33,9 @@ from onnx import helper, numpy_helper
 log = logging.getLogger(__name__)
 
 ALPHAS = (0.0, 0.25, 0.4, 0.5, 0.6, 0.75)
+# Nodes that multiply their first input by a constant weight (input 1, rows = input channels):
+# MatMul, and onnxruntime's fused Attention (its packed query/key/value weight).
+SMOOTHABLE = ("MatMul", "Attention")
 Array = npt.NDArray[np.float32]
 
 
@@ -94,7 +98,7 @@ def smooth(
     inits = {i.name: i for i in model.graph.initializer}
     groups: dict[str, list[onnx.NodeProto]] = {}
     for node in model.graph.node:
-        w = inits.get(node.input[1]) if node.op_type == "MatMul" else None
+        w = inits.get(node.input[1]) if node.op_type in SMOOTHABLE else None
         if w is not None and len(w.dims) == 2:
             groups.setdefault(node.input[0], []).append(node)
     if not groups:

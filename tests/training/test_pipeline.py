@@ -6,11 +6,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from datasets import Dataset
 from fastapi.testclient import TestClient
 
-from service.app import create_app
+from service.app import create_app, load_classifier
 from service.settings import Settings
 from training.config import TrainConfig, resolve_base_model
 
@@ -234,3 +235,42 @@ def test_a_resume_file_from_before_a_new_config_key_reads_it_as_its_default(
     other = TrainConfig(max_false_flags=0.01)  # the key set to something else: refused
     with pytest.raises(ValueError, match="max_false_flags differ"):
         _load_state(path, other, "h", ["b"])
+
+
+def test_fused_attention_export_runs_qattention_and_matches_pytorch(
+    tiny_base: Path, tmp_path: Path
+) -> None:
+    """`fuse_attention`: the exported graph runs onnxruntime's fused attention (one per layer,
+    quantized), its fp32 form matches PyTorch within the export's 1e-3, and the service scores
+    with it as with the plain export of the same checkpoint."""
+    import onnx
+
+    from training.evaluate import evaluate
+    from training.export import export
+    from training.train import train
+
+    base = tiny_run(tiny_base, tmp_path, epochs=1, min_int8_agreement=0.0)
+    cfg = TrainConfig(**base, runs_dir=str(tmp_path / "runs"))
+    train(cfg)
+    evaluate(cfg)
+    plain = export(cfg)
+    plain_dir = tmp_path / "plain"
+    (tmp_path / "models/tiny").rename(plain_dir)
+    fused_cfg = TrainConfig(**base, runs_dir=str(tmp_path / "runs"), fuse_attention=True)
+    fused = export(fused_cfg)
+
+    assert fused["export"]["fused_operators"].get("Attention") == 2  # the tiny model's layers
+    assert fused["export"]["max_logit_diff_fused_fp32_vs_pytorch"] <= 1e-3
+    assert "fused_operators" in plain["export"] and not plain["export"]["fused_operators"]
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "models/tiny/model.onnx")).graph.node}
+    assert "QAttention" in ops
+    ops_plain = {n.op_type for n in onnx.load(str(plain_dir / "model.onnx")).graph.node}
+    assert "QAttention" not in ops_plain
+
+    texts = ["i have a headache", "best hiking boots", "our church choir sings on sunday"]
+    scores = {}
+    for name, folder in (("plain", plain_dir), ("fused", tmp_path / "models/tiny")):
+        clf = load_classifier(Settings(model_dir=folder, auth_required=False))
+        scores[name] = [[s.scores[lab] for lab in clf.labels] for s in clf.score_texts(texts)]
+    # both int8: each within int8 error of the same fp32 function
+    assert np.allclose(scores["plain"], scores["fused"], atol=0.1)
