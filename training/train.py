@@ -162,6 +162,7 @@ _RESUME_FREE = frozenset(
         "min_int8_agreement",
         "empath_baseline",
         "calibrate",
+        "fuse_attention",
     }
 )
 

@@ -237,6 +237,20 @@ def test_a_resume_file_from_before_a_new_config_key_reads_it_as_its_default(
         _load_state(path, other, "h", ["b"])
 
 
+def test_a_run_resumes_across_export_only_keys(tmp_path: Path) -> None:
+    """Keys read only by evaluate and export (fuse_attention among them) do not stop a run
+    cut before they were set from being resumed; a training key does."""
+    import torch
+
+    from training.train import _load_state, _run_key
+
+    path = tmp_path / "resume.pt"
+    torch.save({"data_hash": "h", "base": ["b"], "run": _run_key(TrainConfig())}, path)
+    _load_state(path, TrainConfig(fuse_attention=True, calibrate=True), "h", ["b"])
+    with pytest.raises(ValueError, match="label_smoothing differ"):
+        _load_state(path, TrainConfig(label_smoothing=0.1), "h", ["b"])
+
+
 def test_fused_attention_export_runs_qattention_and_matches_pytorch(
     tiny_base: Path, tmp_path: Path
 ) -> None:
