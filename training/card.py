@@ -71,11 +71,21 @@ def _real_test(metrics: dict[str, Any]) -> list[str]:
         f"| real test | {real['n']} | {real['macro_f1']:.3f} | "
         + " | ".join(f"{real['f1'][lab]:.3f}" for lab in labels)
         + f" | {real['fpr_unlabelled']:.3f} | {real['ece']:.3f} |",
-        "",
-        "| real test slice | items | macro-F1 | fpr_unlabelled |",
-        "|---|---|---|---|",
     ]
-    rows[-2:] = [
+    if whole := real.get("transcripts"):
+        rows.append(
+            f"| real test chat, whole conversations | {whole['n']} | {whole['macro_f1']:.3f} | "
+            + " | ".join(f"{whole['f1'][lab]:.3f}" for lab in labels)
+            + f" | {whole['fpr_unlabelled']:.3f} | n/a |"
+        )
+        rows += [
+            "",
+            "A whole conversation is judged as `/v1/screen` decides for a signal given without",
+            "source messages: it carries the union of its messages' labels, and is flagged on a",
+            "label when any of its messages is.",
+        ]
+    rows += [
+        "",
         "| real test slice | items | positives (h/r/p) | macro-F1 | macro-F1, labels present "
         "| fpr_unlabelled |",
         "|---|---|---|---|---|---|",

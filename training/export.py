@@ -238,6 +238,10 @@ def real_test_summary(result: dict[str, Any]) -> dict[str, Any]:
         }
 
     every = result["all"]
+    whole = {}
+    if "transcripts" in result:  # real chat judged conversation by conversation
+        t = result["transcripts"]
+        whole["transcripts"] = {**brief(t), "f1": {lab: m["f1"] for lab, m in t["labels"].items()}}
     return {
         "n": every["n"],
         "macro_f1": every["macro_f1"],
@@ -247,6 +251,7 @@ def real_test_summary(result: dict[str, Any]) -> dict[str, Any]:
         "model_languages": brief(result["model_languages"]),
         "per_language": {k: brief(v) for k, v in result["by_lang"].items()},
         "per_source": {k: brief(v) for k, v in result["by_source"].items()},
+        **whole,
     }
 
 

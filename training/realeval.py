@@ -6,7 +6,10 @@
 Each message is scored after the turns before it, as the API reads a transcript, at the
 thresholds stored in the model directory. Reports macro-F1, per-label precision/recall/F1,
 the share of not-sensitive items that get a flag, confident errors (score >= 0.9 on the wrong
-side), expected calibration error, and the same by language and by source.
+side), expected calibration error, and the same by language and by source. Real chat is also
+judged whole, conversation by conversation, as `/v1/screen` decides for a signal given without
+source messages: a conversation carries the union of its messages' labels and is flagged on a
+label when any of its messages is.
 
 `--context-turns/--context-chars` read a wider (or narrower) context than the model was made
 with, at its own thresholds: what reading more turns would give before anyone retrains for it
@@ -59,6 +62,19 @@ def judge(
     return rep
 
 
+def by_transcript(
+    y: np.ndarray, p: np.ndarray, groups: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """One row per conversation: the union of its messages' labels, and per label the highest
+    message score (the transcript score the service flags on)."""
+    keys, index = np.unique(groups, return_inverse=True)
+    yt = np.zeros((len(keys), y.shape[1]), y.dtype)
+    pt = np.zeros((len(keys), p.shape[1]), p.dtype)
+    np.maximum.at(yt, index, y)
+    np.maximum.at(pt, index, p)
+    return yt, pt
+
+
 def evaluate(
     model_dir: Path, split: str, splits_dir: Path, context: tuple[int, int] | None = None
 ) -> dict[str, Any]:
@@ -81,6 +97,10 @@ def evaluate(
         "context_made_with": made_with,
         "all": judge(y, p, labels, thr),
     }
+    chat = np.array([r.get("variety") == "chat" for r in rows], bool)
+    if chat.any():  # whole conversations, as the gate reads a transcript
+        groups = np.array([r["group"] for r in rows])[chat]
+        out["transcripts"] = judge(*by_transcript(y[chat], p[chat], groups), labels, thr)
     known = np.array([r["lang"] in clf.artifact.languages for r in rows])
     out["model_languages"] = judge(y[known], p[known], labels, thr)
     for column in ("lang", "source"):
@@ -109,6 +129,8 @@ def markdown(result: dict[str, Any]) -> str:
         "|" + "---|" * (7 + len(labels) - 1)
     )
     lines = [head, row("all", result["all"]), row("model's languages", result["model_languages"])]
+    if "transcripts" in result:
+        lines.append(row("chat, whole conversations", result["transcripts"]))
     lines += [row(f"lang {k}", v) for k, v in result["by_lang"].items()]
     lines += [row(f"source {k}", v) for k, v in result["by_source"].items()]
     return "\n".join(lines)

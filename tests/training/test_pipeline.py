@@ -55,7 +55,8 @@ def write_splits(folder: Path) -> None:
         rows = [
             {
                 "id": f"{split}-{i}",
-                "group": f"{split}-{i}",
+                "group": f"{split}-{i // 2}",  # conversations of two messages
+                "variety": "chat" if split.startswith("real") else "authored",
                 "lang": "en",
                 "source": "chitchat" if split.startswith("real") or i % 2 else "authored",
                 "kind": "test",
@@ -122,7 +123,10 @@ def test_tiny_model_whole_road(tiny_base: Path, tmp_path: Path) -> None:
     assert best["select_on"] == "real_validation" and {"real_validation", "validation"} <= set(best)
     assert metrics["real_test"]["n"] == len(TINY)
     assert set(metrics["real_test"]["f1"]) == {"health", "religion", "politics"}
-    assert "Real-text test" in (tmp_path / "models/tiny/README.md").read_text()
+    # real chat also judged whole, conversation by conversation (two messages each)
+    assert metrics["real_test"]["transcripts"]["n"] == (len(TINY) + 1) // 2
+    card = (tmp_path / "models/tiny/README.md").read_text()
+    assert "Real-text test" in card and "real test chat, whole conversations" in card
 
     model_dir = tmp_path / "models/tiny"
     config = json.loads((model_dir / "config.json").read_text())

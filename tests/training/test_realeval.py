@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from training.realeval import evaluate
+from training.realeval import by_transcript, evaluate
 
 # A disclosure and a generic reply, then a "me too" that is health only through the turns
 # before it, and a question that is health on its own words. Written for this test.
@@ -56,3 +57,47 @@ def test_realeval_reads_the_models_context_or_the_one_asked_for(
     assert alone["context"] == {"turns": 0, "chars": 0}
     assert alone["context_made_with"] == made
     assert alone["all"]["labels"]["health"]["recall"] == 0.5
+
+
+def test_by_transcript_takes_the_union_of_labels_and_the_highest_score() -> None:
+    y = np.array([[1, 0, 0], [0, 0, 0], [0, 0, 1], [0, 0, 0]])
+    p = np.array([[0.9, 0.1, 0.2], [0.3, 0.6, 0.1], [0.1, 0.1, 0.4], [0.2, 0.0, 0.5]])
+    yt, pt = by_transcript(y, p, np.array(["b", "b", "a", "a"]))
+    assert yt.tolist() == [[0, 0, 1], [1, 0, 0]]  # conversations in key order: a, b
+    assert np.allclose(pt, [[0.2, 0.1, 0.5], [0.9, 0.6, 0.2]])
+
+
+def test_real_chat_is_also_judged_whole_conversation_by_conversation(
+    shipped_model_dir: Path, tmp_path: Path
+) -> None:
+    # Two chat conversations written for this test (one discloses a condition in its first
+    # message only) and a proverb that is not chat: two conversations are judged.
+    disclosure = "My dad was just diagnosed with type 2 diabetes."
+    reply = "I'm sorry to hear that. How can I help?"
+    chat = [
+        ("a", disclosure, [], ["health"]),
+        ("a", reply, [["user", disclosure]], []),
+        ("b", "Any good pizza places near the station?", [], []),
+        ("b", "Thanks, I'll try the one by the park.", [["user", "Any good pizza?"]], []),
+    ]
+    rows = [
+        {"text": t, "history": h, "labels": lab, "group": g, "variety": "chat"}
+        for g, t, h, lab in chat
+    ]
+    rows.append(
+        {
+            "text": "Slow and steady wins the race.",
+            "history": [],
+            "labels": [],
+            "group": "proverbs",
+            "variety": "proverb",
+        }
+    )
+    rows = [{**r, "lang": "en", "source": "fixture"} for r in rows]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "real_validation.parquet")
+    result = evaluate(_at_half(shipped_model_dir, tmp_path / "model"), "real_validation", tmp_path)
+    whole = result["transcripts"]
+    assert result["all"]["n"] == 5 and whole["n"] == 2
+    assert whole["labels"]["health"]["support"] == 1  # the union: conversation a
+    assert whole["labels"]["health"]["f1"] == 1.0  # a is flagged through its first message
+    assert whole["not_sensitive"] == 1 and whole["not_sensitive_flagged"] == 0.0
