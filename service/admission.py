@@ -152,7 +152,8 @@ class Admission:
             await self._too_large(send)
             return
         try:
-            body = await asyncio.wait_for(self._read(receive), self.timeout)
+            async with asyncio.timeout(self.timeout):  # no task of its own, unlike wait_for
+                body = await self._read(receive)
         except _TooLarge:
             await self._too_large(send)
             return

@@ -22,17 +22,9 @@ from service.batching import Overloaded
 from service.classifier import Classifier
 from service.engine import RequestTooLarge, ScoringEngine
 from service.observability import Metrics, RequestContext
-from service.routes import classify, operations, screen
+from service.routes import classify, errors, operations, screen
 from service.routes.deps import ServiceError
-from service.schemas import (
-    ClassifyRequest,
-    ContentPart,
-    ErrorResponse,
-    Message,
-    ScreenRequest,
-    Signal,
-    TranscriptIn,
-)
+from service.routes.direct import DirectRoutes
 from service.settings import Settings, get_settings
 from service.tracing import setup as setup_tracing
 
@@ -53,53 +45,6 @@ def load_classifier(settings: Settings) -> Classifier:
     clf.score_texts(["warm-up"])  # the model answers before we call ourselves ready
     clf.run_alone(clf.windows("warm-up"))  # and so does its session for lone calls
     return clf
-
-
-def _error(
-    status: int,
-    code: str,
-    message: str,
-    errors: list[dict[str, str]] | None = None,
-    limit: tuple[str, int] | None = None,
-    headers: dict[str, str] | None = None,
-) -> JSONResponse:
-    body = ErrorResponse(
-        code=code,
-        message=message,
-        errors=errors or [],
-        limit={"name": limit[0], "value": limit[1]} if limit else None,
-    )
-    return JSONResponse(
-        status_code=status, content=body.model_dump(exclude_none=True), headers=headers
-    )
-
-
-def _field_names() -> frozenset[str]:
-    """Every field name of the request bodies: the only words a field path may contain."""
-    names: set[str] = set()
-    for model in (ClassifyRequest, ScreenRequest, TranscriptIn, Message, ContentPart, Signal):
-        names.update(model.model_fields)
-    return frozenset(names)
-
-
-FIELD_NAMES = _field_names()
-
-
-def _describe(err: Any) -> dict[str, str]:
-    """The field's path (`messages[2].content`) and the rule it breaks; never a value the
-    caller sent (it may be transcript text), nor the name of a field it made up. Pydantic's
-    union tags in a location (`str`, `list[ContentPart]`) are not fields and are left out."""
-    loc = [p for p in err.get("loc", ()) if p != "body"]
-    problem = str(err.get("msg", "invalid"))
-    if err.get("type") == "extra_forbidden" and loc:
-        loc, problem = loc[:-1], "unknown field (not part of the schema)"
-    path = ""
-    for p in loc:
-        if isinstance(p, int):
-            path += f"[{p}]"
-        elif p in FIELD_NAMES:
-            path += f".{p}" if path else str(p)
-    return {"field": path or "body", "problem": problem}
 
 
 def create_app(
@@ -160,47 +105,28 @@ def create_app(
     app.state.metrics = metrics
     app.state.regions = settings.regions()
 
-    @app.exception_handler(RequestValidationError)
-    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [_describe(e) for e in exc.errors()]
-        first = errors[0] if errors else {"field": "body", "problem": "invalid"}
-        return _error(422, "invalid_request", f"{first['field']}: {first['problem']}", errors)
+    async def known_error(_: Request, exc: Exception) -> JSONResponse:
+        response = errors.answer(exc, metrics)
+        if response is None:  # not one of ours: the request context answers 500
+            raise exc
+        return response
 
-    @app.exception_handler(ServiceError)
-    async def service_error(_: Request, exc: ServiceError) -> JSONResponse:
-        return _error(exc.status, exc.code, exc.message, limit=exc.limit, headers=exc.headers)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        headers = dict(exc.headers) if exc.headers else None
-        code = "invalid_body" if exc.status_code == 400 else "http_error"
-        return _error(exc.status_code, code, str(exc.detail), headers=headers)
-
-    @app.exception_handler(RequestTooLarge)
-    async def too_large(_: Request, exc: RequestTooLarge) -> JSONResponse:
-        return _error(
-            413,
-            "limit_exceeded",
-            f"the request needs at least {exc.windows} token windows; max_request_windows is "
-            f"{exc.limit} (send fewer or shorter messages)",
-            limit=("max_request_windows", exc.limit),
-        )
-
-    @app.exception_handler(Overloaded)
-    async def overloaded(_: Request, exc: Overloaded) -> JSONResponse:
-        metrics.shed.inc()
-        return _error(
-            503,
-            "overloaded",
-            "the service is at capacity; retry shortly",
-            headers={"Retry-After": "1"},
-        )
+    for known in (
+        RequestValidationError,
+        ServiceError,
+        StarletteHTTPException,
+        RequestTooLarge,
+        Overloaded,
+    ):
+        app.add_exception_handler(known, known_error)
 
     # one router per area; a reader finds a route by its file name
     app.include_router(operations.router)
     app.include_router(classify.router)
     app.include_router(screen.router)
 
+    if settings.direct_routes:  # inside admission: the key is checked, the body bounded
+        app.add_middleware(DirectRoutes)
     app.add_middleware(
         Admission,
         keys=app.state.api_keys if settings.auth_required else None,

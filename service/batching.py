@@ -3,7 +3,9 @@
 Every request submits its token windows; one worker takes what is queued (up to a number of
 windows and of tokens, waiting at most a few milliseconds for more), runs the model once over
 all of it, bucketed by length, and hands each request its rows. When the queue is full, a new
-request is refused at once (503) instead of waiting without bound.
+request is refused at once (503) instead of waiting without bound. A lone request (the only
+one in the engine, with nothing in flight or queued) starts its own call on every core, without
+the hops through the queue and a worker.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -90,6 +93,8 @@ class MicroBatcher:
         self.callers = 0
         self._on_batch = on_batch
         self.stats = BatchStats()
+        # the thread of a lone request's call that the request starts itself (`_run_now`)
+        self._lone_pool = ThreadPoolExecutor(1, thread_name_prefix="st-lone") if run_alone else None
 
     def start(self) -> None:
         """Start the workers: while one waits for its model call, the next collects a batch
@@ -107,6 +112,8 @@ class MicroBatcher:
             except asyncio.CancelledError:
                 pass
         self._tasks = []
+        if self._lone_pool is not None:
+            self._lone_pool.shutdown(wait=False)
 
     async def submit(self, sequences: list[list[int]]) -> FloatArray:
         """Probabilities for these windows, computed in shared runs; Overloaded if full.
@@ -124,6 +131,8 @@ class MicroBatcher:
         n = len(sequences)
         if self.stats.queued_windows + n > self.queue_windows:
             raise Overloaded
+        if self._alone_now(sequences):
+            return await self._run_now(sequences)
         loop = asyncio.get_running_loop()
         self.stats.queued_windows += n
         size = min(self.max_windows, max(MIN_PART, -(-n // self.runs)))
@@ -147,6 +156,65 @@ class MicroBatcher:
             self.stats.queued_windows -= n - pos  # the part never queued
             raise
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def _alone_now(self, sequences: list[list[int]]) -> bool:
+        """Whether these windows are the whole of a lone request's work: the only request in
+        the engine, no model call in flight, nothing queued, and within one batch's bounds.
+        A worker would take them alone, at once, to `run_alone`; the request starts that call
+        itself (`_run_now`) and saves the hops through the queue and a worker."""
+        return (
+            self._lone_pool is not None
+            and self.callers == 1
+            and self._in_flight == 0
+            and self._queue.empty()
+            and len(sequences) <= self.max_windows
+            and sum(map(len, sequences)) <= self.max_tokens
+        )
+
+    async def _run_now(self, sequences: list[list[int]]) -> FloatArray:
+        """A lone request's model call, on `run_alone`, counted and traced as a worker's."""
+        assert self._lone_pool is not None and self._run_alone is not None
+        loop = asyncio.get_running_loop()
+        parent = trace.get_current_span().get_span_context()
+        now = time.time_ns()
+        wait = self.tracer.start_span(
+            "st.queue_wait",
+            trace.set_span_in_context(trace.NonRecordingSpan(parent)),
+            start_time=now,
+        )
+        wait.set_attribute("st.windows", len(sequences))
+        wait.end(end_time=now)
+        span = self.tracer.start_span(
+            "st.model_run", links=[trace.Link(parent)] if parent.is_valid else []
+        )
+        span.set_attribute("st.windows", len(sequences))
+        span.set_attribute("st.requests", 1)
+        span.set_attribute("st.alone", True)
+        started = time.perf_counter()
+        self._in_flight += 1
+        call = self._lone_pool.submit(self._run_alone, sequences)
+
+        def finished() -> None:
+            self._in_flight -= 1
+            if not call.cancelled():  # it ran (a call cancelled before its start did not)
+                self.stats.alone_runs += 1
+                self._count(len(sequences), started)
+            span.end()
+
+        try:
+            return await asyncio.wrap_future(call)
+        finally:
+            if call.done():
+                finished()
+            else:  # the caller has gone; the call runs on, and counts as in flight, till done
+                call.add_done_callback(lambda f: loop.call_soon_threadsafe(finished))
+
+    def _count(self, windows: int, started: float) -> None:
+        self.stats.runs += 1
+        self.stats.windows += windows
+        self.stats.last_batch = windows
+        if self._on_batch:
+            self._on_batch(windows, time.perf_counter() - started)
 
     def _next_is_part_of(self, jobs: list[_Job]) -> bool:
         """Whether the next queued job is another part of a submission in `jobs` (it belongs
@@ -234,8 +302,4 @@ class MicroBatcher:
                 self.stats.alone_runs += alone
                 run_span.end()
                 self.stats.queued_windows -= len(flat)
-                self.stats.runs += 1
-                self.stats.windows += len(flat)
-                self.stats.last_batch = len(flat)
-                if self._on_batch:
-                    self._on_batch(len(flat), time.perf_counter() - started)
+                self._count(len(flat), started)

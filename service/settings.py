@@ -54,6 +54,12 @@ class Settings(BaseSettings):
         512, ge=1, description="Padded tokens (rows x width) per model call; longer calls split."
     )
     log_level: str = Field("info", description="Log level of the service.")
+    direct_routes: bool = Field(
+        True,
+        description="Answer POST /v1/classify and /v1/screen with a JSON body straight from "
+        "ASGI (the same handlers, validation and errors as the FastAPI routes, without FastAPI's "
+        "per-request machinery: about 0.3 ms less per request); false: through FastAPI.",
+    )
     workers: int = Field(1, ge=1, le=64, description="Server processes, each with one model.")
     # -- auth -------------------------------------------------------------------------------
     auth_required: bool = Field(True, description="Require a bearer API key on /v1 routes.")

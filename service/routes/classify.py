@@ -9,10 +9,8 @@ from service.classifier import model_role
 from service.routes.deps import (
     ERRORS,
     Authorized,
-    EngineDep,
-    MetricsDep,
-    SettingsDep,
-    TenantDep,
+    Scoring,
+    ScoringDep,
     bound,
     check_messages,
     count_flags,
@@ -25,29 +23,20 @@ from service.schemas import BatchClassifyResponse, ClassifyRequest, ClassifyResp
 router = APIRouter()
 
 
-@router.post(
-    "/v1/classify",
-    response_model=ClassifyResponse | BatchClassifyResponse,
-    summary="Classify a transcript, or a batch, and each of their messages.",
-    dependencies=[Authorized],
-    responses=ERRORS,
-)
-async def classify(
-    body: ClassifyRequest,
-    engine: EngineDep,
-    tenant: TenantDep,
-    settings: SettingsDep,
-    metrics: MetricsDep,
-) -> Response:
+async def classify_body(
+    ctx: Scoring, body: ClassifyRequest
+) -> ClassifyResponse | BatchClassifyResponse:
+    """The answer to a valid request (also served by the direct routes)."""
+    engine, settings = ctx.engine, ctx.settings
     if body.messages is not None:
         check_messages(settings, body.messages)
         contents = [m.text for m in body.messages]
         [reading] = await engine.read(
-            [(contents, [model_role(m.role) for m in body.messages])], tenant
+            [(contents, [model_role(m.role) for m in body.messages])], ctx.tenant
         )
-        count_flags(metrics, reading.score)
+        count_flags(ctx.metrics, reading.score)
         single = transcript_result(body.messages, reading.score, reading.languages)
-        return serialized(ClassifyResponse(model=model_ref(engine), **dict(single)))
+        return ClassifyResponse(model=model_ref(engine), **dict(single))
     transcripts = body.transcripts or []
     bound("max_transcripts", settings.max_transcripts, len(transcripts))
     for t in transcripts:
@@ -58,10 +47,21 @@ async def classify(
             ([m.text for m in t.messages], [model_role(m.role) for m in t.messages])
             for t in transcripts
         ],
-        tenant,
+        ctx.tenant,
     )
     results = []
     for t, r in zip(transcripts, readings, strict=True):
-        count_flags(metrics, r.score)
+        count_flags(ctx.metrics, r.score)
         results.append(transcript_result(t.messages, r.score, r.languages, t.id))
-    return serialized(BatchClassifyResponse(model=model_ref(engine), results=results))
+    return BatchClassifyResponse(model=model_ref(engine), results=results)
+
+
+@router.post(
+    "/v1/classify",
+    response_model=ClassifyResponse | BatchClassifyResponse,
+    summary="Classify a transcript, or a batch, and each of their messages.",
+    dependencies=[Authorized],
+    responses=ERRORS,
+)
+async def classify(body: ClassifyRequest, ctx: ScoringDep) -> Response:
+    return serialized(await classify_body(ctx, body))

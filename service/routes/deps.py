@@ -4,7 +4,8 @@ service's JSON error, and the request bounds."""
 from __future__ import annotations
 
 import hmac
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -39,19 +40,46 @@ class ServiceError(Exception):
         self.limit, self.headers = limit, headers
 
 
-async def get_engine(request: Request) -> ScoringEngine:
-    """The app's scoring engine, injected into routes (tests may swap it). Async, like
-    every dependency here, so that a request costs no thread-pool hop."""
-    engine: ScoringEngine | None = getattr(request.app.state, "engine", None)
+def engine_of(state: Any) -> ScoringEngine:
+    """The app's scoring engine (from its state); 503 `not_ready` before the model is loaded."""
+    engine: ScoringEngine | None = getattr(state, "engine", None)
     if engine is None:
         raise ServiceError(503, "not_ready", "the model is not loaded")
     return engine
 
 
-async def get_app_settings(request: Request) -> Settings:
-    """The settings the app was built with."""
-    settings: Settings = request.app.state.settings
-    return settings
+async def get_engine(request: Request) -> ScoringEngine:
+    """The app's scoring engine, injected into routes (tests may swap it). Async, like
+    every dependency here, so that a request costs no thread-pool hop."""
+    return engine_of(request.app.state)
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """What a scoring route needs: the app's engine, settings, metrics and blocked regions,
+    and whose request it is (`tenant`: a digest of its API key, set by admission; it scopes
+    the cache). Built from the app's state and the request's scope, by FastAPI's dependency
+    or by the direct routes."""
+
+    engine: ScoringEngine
+    settings: Settings
+    metrics: Metrics
+    regions: frozenset[str]
+    tenant: str
+
+    @classmethod
+    def of(cls, state: Any, scope: Mapping[str, Any]) -> Scoring:
+        return cls(
+            engine_of(state),
+            state.settings,
+            state.metrics,
+            state.regions,
+            str(scope.get("state", {}).get("tenant", "")),
+        )
+
+
+async def get_scoring(request: Request) -> Scoring:
+    return Scoring.of(request.app.state, request.scope)
 
 
 async def get_metrics(request: Request) -> Metrics:
@@ -91,15 +119,9 @@ async def check_key(
         )
 
 
-async def get_tenant(request: Request) -> str:
-    """Whose request this is (a digest of its API key, set by admission): scopes the cache."""
-    return str(request.scope.get("state", {}).get("tenant", ""))
-
-
 EngineDep = Annotated[ScoringEngine, Depends(get_engine)]
-SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
-TenantDep = Annotated[str, Depends(get_tenant)]
+ScoringDep = Annotated[Scoring, Depends(get_scoring)]
 Authorized = Depends(check_key)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import Response
 
 from service.classifier import model_role
@@ -10,10 +10,9 @@ from service.gate import decide
 from service.routes.deps import (
     ERRORS,
     Authorized,
-    EngineDep,
+    Scoring,
+    ScoringDep,
     ServiceError,
-    SettingsDep,
-    TenantDep,
     bound,
     check_messages,
     model_ref,
@@ -25,21 +24,9 @@ from service.schemas import Reason, ScreenRequest, ScreenResponse, SignalDecisio
 router = APIRouter()
 
 
-@router.post(
-    "/v1/screen",
-    response_model=ScreenResponse,
-    summary="Allow or block each interest signal derived from a transcript.",
-    description="Fail-closed: any non-2xx answer means use none of these signals.",
-    dependencies=[Authorized],
-    responses=ERRORS,
-)
-async def screen(
-    request: Request,
-    body: ScreenRequest,
-    engine: EngineDep,
-    tenant: TenantDep,
-    settings: SettingsDep,
-) -> Response:
+async def screen_body(ctx: Scoring, body: ScreenRequest) -> ScreenResponse:
+    """The answer to a valid request (also served by the direct routes)."""
+    engine, settings = ctx.engine, ctx.settings
     check_messages(settings, body.messages)
     bound("max_signals", settings.max_signals, len(body.signals))
     for k, s in enumerate(body.signals):
@@ -51,12 +38,13 @@ async def screen(
                     f"signals[{k}].source_messages[{j}]: not the index of a message",
                 )
     contents = [m.text for m in body.messages]
-    [reading] = await engine.read([(contents, [model_role(m.role) for m in body.messages])], tenant)
+    [reading] = await engine.read(
+        [(contents, [model_role(m.role) for m in body.messages])], ctx.tenant
+    )
     result, langs = reading.score, reading.languages
     unsupported = langs.unsupported() if settings.unsupported_language == "block" else []
-    signal_scores = await engine.score([s.text for s in body.signals], tenant=tenant)
-    regions: frozenset[str] = request.app.state.regions
-    blocked_region = body.region in regions if body.region else settings.region_required
+    signal_scores = await engine.score([s.text for s in body.signals], tenant=ctx.tenant)
+    blocked_region = body.region in ctx.regions if body.region else settings.region_required
     decisions = []
     for s, score in zip(body.signals, signal_scores, strict=True):
         d = decide(s.id, score, s.source_messages, result, blocked_region, unsupported)
@@ -76,6 +64,18 @@ async def screen(
             )
         )
     single = transcript_result(body.messages, result, langs)
-    return serialized(
-        ScreenResponse(model=model_ref(engine), transcript=single.transcript, decisions=decisions)
+    return ScreenResponse(
+        model=model_ref(engine), transcript=single.transcript, decisions=decisions
     )
+
+
+@router.post(
+    "/v1/screen",
+    response_model=ScreenResponse,
+    summary="Allow or block each interest signal derived from a transcript.",
+    description="Fail-closed: any non-2xx answer means use none of these signals.",
+    dependencies=[Authorized],
+    responses=ERRORS,
+)
+async def screen(body: ScreenRequest, ctx: ScoringDep) -> Response:
+    return serialized(await screen_body(ctx, body))

@@ -392,6 +392,71 @@ def test_a_call_with_the_machine_to_itself_runs_on_the_lone_function() -> None:
     assert used == ["alone", "shared", "alone"]
 
 
+def test_a_lone_request_starts_its_own_call() -> None:
+    """The only request in the engine, with nothing in flight or queued, runs on `run_alone`
+    without the queue and the workers (none are started here); a second request that
+    arrives while it runs is queued for a worker and shares the cores; a call whose caller
+    has gone counts as in flight until it ends."""
+    used: list[str] = []
+    inside, release = threading.Event(), threading.Event()
+
+    def run(seqs: Sequence[Sequence[int]]) -> np.ndarray:
+        used.append("shared")
+        return np.zeros((len(seqs), 3), np.float32)
+
+    def run_alone(seqs: Sequence[Sequence[int]]) -> np.ndarray:
+        used.append("alone")
+        inside.set()
+        release.wait(5)
+        return np.ones((len(seqs), 3), np.float32)
+
+    async def main() -> None:
+        batcher = MicroBatcher(run, wait_ms=0, runs=2, run_alone=run_alone)
+        with batcher.caller():  # workers not started: only the lone path can answer
+            assert (await asyncio.wait_for(_released(batcher, release), 5)).tolist() == [[1] * 3]
+        assert batcher.stats.alone_runs == 1 and batcher.stats.runs == 1
+        assert batcher.stats.queued_windows == 0
+        batcher.start()
+        try:
+            inside.clear()
+            release.clear()
+            with batcher.caller():
+                first = asyncio.ensure_future(batcher.submit([[1]]))
+                await asyncio.to_thread(inside.wait, 5)
+                with batcher.caller():  # arrives while the lone call runs: queued, shared
+                    second = await batcher.submit([[2]])
+                release.set()
+                assert (await first).tolist() == [[1] * 3] and second.tolist() == [[0] * 3]
+            # a caller that goes: its call still holds the cores until it ends
+            inside.clear()
+            release.clear()
+            with batcher.caller():
+                gone = asyncio.ensure_future(batcher.submit([[4]]))
+                await asyncio.to_thread(inside.wait, 5)
+                gone.cancel()
+                await asyncio.gather(gone, return_exceptions=True)
+            assert batcher._in_flight == 1
+            release.set()
+            for _ in range(100):
+                if batcher._in_flight == 0:
+                    break
+                await asyncio.sleep(0.01)
+            assert batcher._in_flight == 0 and batcher.stats.alone_runs == 3
+        finally:
+            release.set()
+            await batcher.stop()
+
+    asyncio.run(main())
+    assert used == ["alone", "alone", "shared", "alone"]
+
+
+async def _released(batcher: MicroBatcher, release: threading.Event) -> np.ndarray:
+    task = asyncio.ensure_future(batcher.submit([[1]]))
+    await asyncio.sleep(0.05)
+    release.set()
+    return await task
+
+
 def test_the_lone_session_scores_as_the_shared_one(shipped_model_dir: Path) -> None:
     """The session over every core is the same graph: the same probabilities as the
     single-threaded one, for the same windows."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,8 @@ def test_request_id_is_accepted_or_generated(client: TestClient) -> None:
     generated = client.get("/healthz", headers={"X-Request-ID": "bad id with spaces"})
     assert generated.headers["x-request-id"] != "bad id with spaces"
     assert len(generated.headers["x-request-id"]) == 32
+    ids = {client.get("/healthz").headers["x-request-id"] for _ in range(20)}
+    assert len(ids) == 20 and all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)
 
 
 def test_metrics_count_requests_batches_and_flags(client: TestClient) -> None:
