@@ -13,7 +13,10 @@ Peers (each in its own process, on the same 2 cores as the load generator):
     It has its own environment too (`.venv-infinity`: it pins numpy < 2 and an older uvicorn),
     made by `make bench-peers`.
 Load: one-message transcripts of test-split messages, closed loop at concurrency 1, 8 and 32
-(bench/http_load.py's generator), cache off in the service. Targets: the service >= 1.5x
+(bench/http_load.py's generator), cache off in the service. Every server is started first and
+paused (SIGSTOP); at each level they take turns, `--rounds` times, each resumed, warm again
+for a second, measured for `--seconds / --rounds`, paused again: no server runs while another
+is measured, and drift of the machine falls on all alike. Targets: the service >= 1.5x
 every peer's msg/s at concurrency 32 and no worse (>= 1.0x) at concurrency 1.
 
 Usage: .venv/bin/python -m bench.peers [--seconds 8] [--peer-python .venv-peers/bin/python]
@@ -26,13 +29,19 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from bench.http_load import (
     REPO,
+    WARM_UP_S,
     free_port,
     load,
     service_env,
@@ -46,31 +55,86 @@ TARGETS = {1: 1.0, 32: 1.5}
 LEVELS = (1, 8, 32)
 
 
+@dataclass
+class Server:
+    """A server under test: how to start it, where it answers, what body it takes."""
+
+    command: list[str]
+    port: int
+    ready: str
+    env: dict[str, str]
+    body_of: Callable[[str], bytes] = transcript_body
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1/classify"
+
+    def start(self, texts: list[str]) -> None:
+        self.proc = subprocess.Popen(self.command, env=self.env)
+        wait_ready(f"http://127.0.0.1:{self.port}{self.ready}", self.proc, seconds=300)
+        asyncio.run(load(self.url, texts[:64], 4, 2.0, self.body_of))  # warm-up
+        self.proc.send_signal(signal.SIGSTOP)  # holds no core while the others are measured
+
+    def turn(self, texts: list[str], c: int, seconds: float) -> dict[str, Any]:
+        """One round at concurrency `c`: the server resumed, warm again, measured, paused."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+        try:
+            asyncio.run(load(self.url, texts[::-1], c, WARM_UP_S, self.body_of))
+            return asyncio.run(load(self.url, texts, c, seconds, self.body_of, keep=True))
+        finally:
+            self.proc.send_signal(signal.SIGSTOP)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.terminate()
+            self.proc.wait(30)
+
+
 def measure(
-    command: list[str],
-    port: int,
-    ready: str,
-    texts: list[str],
-    seconds: float,
-    env: dict[str, str],
-    body_of: Callable[[str], bytes] = transcript_body,
-) -> dict[int, dict[str, float]]:
-    """Start a server listening on `port`, load it at each concurrency, stop it."""
-    proc = subprocess.Popen(command, env=env)
+    servers: dict[str, Server], texts: list[str], seconds: float, rounds: int
+) -> dict[str, dict[int, dict[str, float]]]:
+    """Every server at each concurrency, in `rounds` alternating rounds of `seconds / rounds`
+    (this machine drifts by more than the differences between minutes apart): the servers
+    all started, each paused (SIGSTOP) except the one under load. msg/s over all its rounds,
+    p50 and p99 over all its requests."""
+    turns: dict[str, dict[int, list[dict[str, Any]]]] = {
+        n: {c: [] for c in LEVELS} for n in servers
+    }
     try:
-        wait_ready(f"http://127.0.0.1:{port}{ready}", proc, seconds=300)
-        url = f"http://127.0.0.1:{port}/v1/classify"
-        asyncio.run(load(url, texts[:64], 4, 2.0, body_of))  # warm-up
-        return {c: asyncio.run(load(url, texts, c, seconds, body_of)) for c in LEVELS}
+        for server in servers.values():
+            server.start(texts)
+        for c in LEVELS:
+            for _ in range(rounds):
+                for name, server in servers.items():
+                    turns[name][c].append(server.turn(texts, c, seconds / rounds))
     finally:
-        proc.terminate()
-        proc.wait(30)
+        for server in servers.values():
+            server.stop()
+    rows: dict[str, dict[int, dict[str, float]]] = {}
+    for name, by in turns.items():
+        rows[name] = {}
+        for c, parts in by.items():
+            lat = np.concatenate([p["latencies"] for p in parts])
+            took = sum(p["requests"] / p["rps"] for p in parts)
+            rows[name][c] = {
+                "rps": len(lat) / took,
+                "p50": float(np.percentile(lat, 50)),
+                "p99": float(np.percentile(lat, 99)),
+                "errors": float(sum(p["errors"] for p in parts)),
+                "requests": float(len(lat)),
+                "rounds": float(len(parts)),
+            }
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", default=os.environ.get("ST_MODEL_DIR", ""))
-    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--seconds", type=float, default=8.0, help="per server and level")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per level")
     parser.add_argument("--peer-python", default=str(REPO / ".venv-peers/bin/python"))
     parser.add_argument("--infinity-python", default=str(REPO / ".venv-infinity/bin/python"))
     parser.add_argument("--record", default=None, help="also write the figures to DIR")
@@ -80,15 +144,18 @@ def main() -> None:
     model_dir = (Path(args.model_dir) if args.model_dir else DEFAULT_MODEL_DIR).resolve()
     texts = texts_of_realistic_length(20_000)
     port = free_port()
-    rows: dict[str, dict[int, dict[str, float]]] = {}
-    rows["service"] = measure(
-        [sys.executable, "-m", "service", "serve"], port, "/readyz", texts, args.seconds,
-        service_env(model_dir, port),
-    )  # fmt: skip
+    servers: dict[str, Server] = {
+        "service": Server(
+            [sys.executable, "-m", "service", "serve"],
+            port,
+            "/readyz",
+            service_env(model_dir, port),
+        )
+    }
     peer_env = {k: v for k, v in os.environ.items() if not k.startswith("ST_")}
     if Path(args.peer_python).exists():
         peer_port = free_port()
-        rows["optimum + pipeline"] = measure(
+        servers["optimum + pipeline"] = Server(
             [
                 args.peer_python,
                 str(REPO / "bench/optimum_server.py"),
@@ -97,8 +164,6 @@ def main() -> None:
             ],
             peer_port,
             "/docs",
-            texts,
-            args.seconds,
             peer_env,
         )
     else:
@@ -111,7 +176,7 @@ def main() -> None:
 
         for row, pipe_batch in (("infinity", ""), ("infinity, batched pipe", "32")):
             peer_port = free_port()
-            rows[row] = measure(
+            servers[row] = Server(
                 [
                     args.infinity_python,
                     str(REPO / "bench/infinity_server.py"),
@@ -120,13 +185,12 @@ def main() -> None:
                 ],
                 peer_port,
                 "/health",
-                texts,
-                args.seconds,
                 {**peer_env, "INFINITY_PEER_PIPE_BATCH": pipe_batch},
                 infinity_body,
             )
     else:
         print(f"skipped infinity: no {args.infinity_python} (make bench-peers makes it)")
+    rows = measure(servers, texts, args.seconds, args.rounds)
 
     print(f"\n{'server':<22}{'conc':>5}{'msg/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
     for name, by in rows.items():

@@ -146,8 +146,15 @@ def render(figures: dict[str, dict[str, Any] | None], when: str) -> str:
         )  # fmt: skip
     peers = figures.get("peers")
     if peers:
+        rounds = int(_by_level(peers["rows"]["service"], 1).get("rounds", 1))
         lines += _table(
-            "**Peers** (`bench/peers.py`, the same int8 `model.onnx` served by each):",
+            "**Peers** (`bench/peers.py`, the same int8 `model.onnx` served by each"
+            + (
+                f"; all started, each paused while another is measured, taking turns in {rounds} "
+                "alternating rounds at each level):"
+                if rounds > 1
+                else "):"
+            ),
             ["server", "c=1 msg/s (p50 / p99 ms)", "c=8 msg/s", "c=32 msg/s (p50 / p99 ms)"],
             [
                 [name] + [_level(_by_level(by, c), c != 8) for c in (1, 8, 32)]

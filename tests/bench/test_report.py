@@ -10,7 +10,7 @@ from bench.record import save
 from bench.report import END, NAMES, START, main, ratios, render, replace_section
 
 LEVELS = {
-    str(c): {"rps": r, "p50": 10.0 + c, "p99": 20.0 + c, "errors": 0.0}
+    str(c): {"rps": r, "p50": 10.0 + c, "p99": 20.0 + c, "errors": 0.0, "rounds": 2.0}
     for c, r in ((1, 60.0), (8, 90.0), (32, 120.0))
 }
 
@@ -85,6 +85,7 @@ def test_rendered_tables_name_what_is_missing_and_every_row() -> None:
     assert "| raw engine | 150.0 |  |  | 0 |  | 8.20 |" in text
     assert "| service c=1 | 60.0 | 12.5 | 30.0 | 0 |  |  |" in text
     assert "| optimum + pipeline | 50.0 (11.0 / 21.0) | 75.0 | 100.0 (42.0 / 52.0) |" in text
+    assert "taking turns in 2 alternating rounds at each level" in text
     assert "| service / raw engine, c=32 | 0.75 | ≥ 0.80 | **no** |" in text
     assert (
         "| overhead above the scoring core alone (batch 1), one-message transcript, c=1 | 1.50 ms "
