@@ -58,7 +58,7 @@ class Settings(BaseSettings):
         True,
         description="Answer POST /v1/classify and /v1/screen with a JSON body straight from "
         "ASGI (the same handlers, validation and errors as the FastAPI routes, without FastAPI's "
-        "per-request machinery: about 0.3 ms less per request); false: through FastAPI.",
+        "per-request machinery: about 0.2 ms less per request); false: through FastAPI.",
     )
     workers: int = Field(1, ge=1, le=64, description="Server processes, each with one model.")
     # -- auth -------------------------------------------------------------------------------

@@ -5,9 +5,9 @@ here, inside admission (which has checked the key, bounded and read the body): t
 parsed with `json.loads` and validated against the route's request model, then the route's own
 handler (`classify_body`, `screen_body`) answers, and any error is the same JSON error FastAPI's
 handlers give (`service.routes.errors.answer`). What FastAPI does per request on top (route
-matching through its routers, solving the dependencies, its exception middlewares, a second
-pass over the answer) costs about 0.3 ms of the event loop's time per request, which at
-concurrency 1 is a sixth of everything above the model call (`make bench`).
+matching through its routers, solving the dependencies, its exception middlewares) took about
+0.2 ms of the event loop's time per request at concurrency 1, an eighth of what the service
+adds to the model call (README, "Benchmarks": the timeline and the A/B runs).
 
 FastAPI's routes stay the documented interface (OpenAPI, `/docs`) and answer everything else:
 another method or content type (FastAPI's own validation error), and every request when
