@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
+import random
 import re
 import secrets
 import time
@@ -115,9 +115,10 @@ class RequestContext:
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app, self.metrics = app, metrics
-        # generated ids: this process's random prefix and a counter, unique like a uuid4 (32
-        # hex digits) without a call to the OS's random source on every request
-        self._prefix, self._ids = secrets.token_hex(8), itertools.count()
+        # generated ids: 128 random bits like a uuid4's, from a generator seeded once from the
+        # OS's random source instead of a call to it on every request (a counter would be as
+        # cheap and unique, but would tell callers how many requests the service has seen)
+        self._ids = random.Random(secrets.randbits(128))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -125,7 +126,7 @@ class RequestContext:
             return
         headers = dict(scope.get("headers", []))
         given = headers.get(b"x-request-id", b"").decode("latin-1")
-        rid = given if REQUEST_ID.match(given) else f"{self._prefix}{next(self._ids):016x}"
+        rid = given if REQUEST_ID.match(given) else f"{self._ids.getrandbits(128):032x}"
         scope.setdefault("state", {})["request_id"] = rid
         started, status, responded = time.perf_counter(), 500, False
 
