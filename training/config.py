@@ -95,6 +95,10 @@ class TrainConfig:
     # for the epoch, a fixed random subset by seed (1.0 = all): with real_repeat, the mix of
     # real and authored text
     authored_share: float = 1.0
+    # a checkpoint folder (as a run leaves it under runs/NAME/checkpoint) whose encoder and
+    # head start this run instead of the base model and a new head: a second stage that goes
+    # on from a finished run with its own data mix and learning-rate schedule ("" = none)
+    init_from: str = ""
     # times each train example of these kinds is seen per epoch, after the mix above (e.g.
     # {"transcript": 2}: the authored conversations, whose late turns are sensitive through
     # the turns before, weigh more against the many short real chat replies labelled none)

@@ -241,8 +241,17 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
 
     # -- model --------------------------------------------------------------------------------
     base = resolve_base_model(cfg.base_model)
-    tok = AutoTokenizer.from_pretrained(base)
-    model = MultiLabelClassifier.from_base(base, len(cfg.labels), cfg.dropout)
+    if cfg.init_from:
+        model, tok, _ = MultiLabelClassifier.load(resolve(cfg.init_from))
+        if model.head.out_features != len(cfg.labels):
+            raise ValueError(
+                f"init_from={cfg.init_from!r}: its head has {model.head.out_features} labels, "
+                f"the config {len(cfg.labels)}"
+            )
+        model.dropout.p = cfg.dropout
+    else:
+        tok = AutoTokenizer.from_pretrained(base)
+        model = MultiLabelClassifier.from_base(base, len(cfg.labels), cfg.dropout)
     if cfg.freeze_embeddings:
         # Frozen token embeddings keep unseen tokens where pre-training put them (better
         # transfer across languages), save optimizer memory and allow exact vocabulary trimming.

@@ -172,6 +172,40 @@ def test_stop_step_cuts_a_run_short_on_the_whole_runs_schedule(
     assert 0.0 < cut["last_learning_rate"] < TrainConfig(**base).learning_rate
 
 
+def test_a_second_stage_starts_from_a_finished_runs_checkpoint(
+    tiny_base: Path, tmp_path: Path
+) -> None:
+    """`init_from` starts a run from another run's checkpoint (encoder and head), not from the
+    base model and a new head; a checkpoint with another number of labels is refused."""
+    import torch
+
+    from training.model import MultiLabelClassifier
+    from training.train import train
+
+    base = tiny_run(tiny_base, tmp_path, epochs=1, learning_rate=1e-3, warmup_ratio=0.0)
+    train(TrainConfig(**base, runs_dir=str(tmp_path / "first")))
+    first = tmp_path / "first/tiny/checkpoint"
+    start, _, _ = MultiLabelClassifier.load(first)
+    # no step at all (learning rates 0): the second stage's checkpoint is the first's weights
+    still = {"learning_rate": 0.0, "head_learning_rate": 0.0, "dropout": 0.0}
+    train(TrainConfig(**{**base, **still}, runs_dir=str(tmp_path / "s"), init_from=str(first)))
+    kept, _, meta = MultiLabelClassifier.load(tmp_path / "s/tiny/checkpoint")
+    for (name, a), b in zip(start.state_dict().items(), kept.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    assert meta["config"]["init_from"] == str(first)  # type: ignore[index]
+    # from the base model instead, the head is new: not the first run's
+    fresh = train(TrainConfig(**{**base, **still}, runs_dir=str(tmp_path / "f")))
+    assert fresh["steps"] > 0
+    other, _, _ = MultiLabelClassifier.load(tmp_path / "f/tiny/checkpoint")
+    assert not torch.equal(other.head.weight, start.head.weight)
+    with pytest.raises(ValueError, match="its head has 3 labels"):
+        train(
+            TrainConfig(
+                **base, runs_dir=str(tmp_path / "x"), init_from=str(first), labels=("health",)
+            )
+        )
+
+
 def test_a_cut_run_resumed_goes_on_step_for_step_as_if_it_had_not_stopped(
     tiny_base: Path, tmp_path: Path
 ) -> None:
