@@ -16,7 +16,9 @@ Load: one-message transcripts of test-split messages, closed loop at concurrency
 (bench/http_load.py's generator), cache off in the service. Every server is started first and
 paused (SIGSTOP); at each level they take turns, `--rounds` times, each resumed, warm again
 for a second, measured for `--seconds / --rounds`, paused again: no server runs while another
-is measured, and drift of the machine falls on all alike. Targets: the service >= 1.5x
+is measured, and drift of the machine falls on all alike. Each row also has the CPU each
+server spent per message (every thread of its process and of the processes it started) and
+the load generator's beside it, on the same 2 cores: where a server's time goes. Targets: the service >= 1.5x
 every peer's msg/s at concurrency 32 and no worse (>= 1.0x) at concurrency 1.
 
 Usage: .venv/bin/python -m bench.peers [--seconds 8] [--peer-python .venv-peers/bin/python]
@@ -32,6 +34,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +49,7 @@ from bench.http_load import (
     load,
     service_env,
     texts_of_realistic_length,
+    thread_cpu,
     transcript_body,
     wait_ready,
 )
@@ -77,12 +81,18 @@ class Server:
         self.proc.send_signal(signal.SIGSTOP)  # holds no core while the others are measured
 
     def turn(self, texts: list[str], c: int, seconds: float) -> dict[str, Any]:
-        """One round at concurrency `c`: the server resumed, warm again, measured, paused."""
+        """One round at concurrency `c`: the server resumed, warm again, measured, paused;
+        with the CPU seconds the server (every thread of its process and of its children)
+        and the load generator (this process) spent on the measured part."""
         assert self.proc is not None
         self.proc.send_signal(signal.SIGCONT)
         try:
             asyncio.run(load(self.url, texts[::-1], c, WARM_UP_S, self.body_of))
-            return asyncio.run(load(self.url, texts, c, seconds, self.body_of, keep=True))
+            server, generator = process_cpu(self.proc.pid), time.process_time()
+            out = asyncio.run(load(self.url, texts, c, seconds, self.body_of, keep=True))
+            out["server_cpu_s"] = process_cpu(self.proc.pid) - server
+            out["load_cpu_s"] = time.process_time() - generator
+            return out
         finally:
             self.proc.send_signal(signal.SIGSTOP)
 
@@ -91,6 +101,19 @@ class Server:
             self.proc.send_signal(signal.SIGCONT)
             self.proc.terminate()
             self.proc.wait(30)
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of a process and its descendants now running: the sum over
+    every thread (a server may serve from worker processes)."""
+    threads = thread_cpu(pid)
+    children: set[int] = set()
+    for tid in threads:  # a child is listed under the thread that started it
+        try:
+            children.update(map(int, Path(f"/proc/{pid}/task/{tid}/children").read_text().split()))
+        except OSError:
+            continue
+    return sum(threads.values()) + sum(process_cpu(child) for child in children)
 
 
 def measure(
@@ -126,6 +149,9 @@ def measure(
                 "errors": float(sum(p["errors"] for p in parts)),
                 "requests": float(len(lat)),
                 "rounds": float(len(parts)),
+                # CPU per request: the server's, and the load generator's on the same cores
+                "cpu_ms": 1000 * sum(p["server_cpu_s"] for p in parts) / len(lat),
+                "load_cpu_ms": 1000 * sum(p["load_cpu_s"] for p in parts) / len(lat),
             }
     return rows
 
@@ -192,12 +218,15 @@ def main() -> None:
         print(f"skipped infinity: no {args.infinity_python} (make bench-peers makes it)")
     rows = measure(servers, texts, args.seconds, args.rounds)
 
-    print(f"\n{'server':<22}{'conc':>5}{'msg/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
+    print(
+        f"\n{'server':<22}{'conc':>5}{'msg/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
+        f"{'CPU ms/msg':>12}{'load CPU':>10}"
+    )
     for name, by in rows.items():
         for c, r in by.items():
             print(
                 f"{name:<22}{c:>5}{r['rps']:>9.1f}{r['p50']:>9.1f}{r['p99']:>9.1f}"
-                f"{int(r['errors']):>8}"
+                f"{int(r['errors']):>8}{r['cpu_ms']:>12.2f}{r['load_cpu_ms']:>10.2f}"
             )
     print(f"\n{'ratio (msg/s)':<40}{'value':>7}{'target':>9}  met")
     ratios = {}

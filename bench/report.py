@@ -118,6 +118,14 @@ def _level(row: dict[str, float], latency: bool) -> str:
     return f"{row['rps']:.1f} ({row['p50']:.1f} / {row['p99']:.1f})"
 
 
+def _cpu(row: dict[str, float]) -> str:
+    """A server's CPU per message and the load generator's beside it (blank where a run
+    recorded neither)."""
+    if "cpu_ms" not in row:
+        return ""
+    return f"{row['cpu_ms']:.2f} + {row['load_cpu_ms']:.2f}"
+
+
 def render(figures: dict[str, dict[str, Any] | None], when: str) -> str:
     """Markdown: what ran, every row, every ratio with its target."""
     lines = [
@@ -155,9 +163,17 @@ def render(figures: dict[str, dict[str, Any] | None], when: str) -> str:
                 if rounds > 1
                 else "):"
             ),
-            ["server", "c=1 msg/s (p50 / p99 ms)", "c=8 msg/s", "c=32 msg/s (p50 / p99 ms)"],
             [
-                [name] + [_level(_by_level(by, c), c != 8) for c in (1, 8, 32)]
+                "server",
+                "c=1 msg/s (p50 / p99 ms)",
+                "c=8 msg/s",
+                "c=32 msg/s (p50 / p99 ms)",
+                "c=32 CPU ms per message: server + load generator",
+            ],
+            [
+                [name]
+                + [_level(_by_level(by, c), c != 8) for c in (1, 8, 32)]
+                + [_cpu(_by_level(by, 32))]
                 for name, by in peers["rows"].items()
             ],
         )
