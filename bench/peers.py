@@ -18,8 +18,9 @@ paused (SIGSTOP); at each level they take turns, `--rounds` times, each resumed,
 for a second, measured for `--seconds / --rounds`, paused again: no server runs while another
 is measured, and drift of the machine falls on all alike. Each row also has the CPU each
 server spent per message (every thread of its process and of the processes it started) and
-the load generator's beside it, on the same 2 cores: where a server's time goes. Targets: the service >= 1.5x
-every peer's msg/s at concurrency 32 and no worse (>= 1.0x) at concurrency 1.
+the load generator's beside it, on the same 2 cores: where a server's time goes. Targets:
+the service >= 1.5x every peer's msg/s at concurrency 32 and no worse (>= 1.0x) at
+concurrency 1.
 
 Usage: .venv/bin/python -m bench.peers [--seconds 8] [--peer-python .venv-peers/bin/python]
            [--infinity-python .venv-infinity/bin/python]
