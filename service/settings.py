@@ -34,7 +34,10 @@ class Settings(BaseSettings):
         0,
         ge=0,
         le=64,
-        description="Model calls run at once, each on its own thread; 0 = one per CPU core.",
+        description=(
+            "Model calls run at once, each on its own thread; 0 = one per CPU core and one more "
+            "(a core does not wait while the event loop hands a call's answers back)."
+        ),
     )
     threads: int = Field(
         0,
@@ -150,10 +153,13 @@ class Settings(BaseSettings):
     def model_parallelism(self) -> tuple[int, int]:
         """(model calls run at once, intra-op threads of each): on these small encoders one
         single-threaded call per core does more than one call spread over every core
-        (`bench/engine.py --parallel` prints both)."""
+        (`bench/engine.py --parallel` prints both); by default one call more than the cores,
+        so that a core has the next call to run while the event loop hands the last one's
+        answers back and the next batch is collected (at concurrency 32 on 2 cores, 3 calls
+        kept the cores 1.87-1.90 busy against 1.82 for 2, and did 7% more messages)."""
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
         cores = cores or os.cpu_count() or 1
-        runs = self.model_runs or cores
+        runs = self.model_runs or cores + 1
         return runs, self.threads or max(1, cores // runs)
 
     def lone_call_threads(self) -> int:

@@ -470,7 +470,17 @@ def test_lone_calls_get_a_wider_session_only_when_it_is_wider(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr("os.sched_getaffinity", lambda _pid: {0, 1, 2, 3})
-    assert Settings(auth_required=False).lone_call_threads() == 4  # 4 calls of 1 thread each
+    assert Settings(auth_required=False).lone_call_threads() == 4  # 5 calls of 1 thread each
     assert Settings(auth_required=False, lone_threads=2).lone_call_threads() == 2
     assert Settings(auth_required=False, threads=4, model_runs=1).lone_call_threads() == 0
     assert Settings(auth_required=False, lone_threads=1).lone_call_threads() == 0
+
+
+def test_one_model_call_more_than_the_cores_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A core has the next call to run while the loop hands the last one's answers back: one
+    single-threaded call per core and one more, unless the settings say otherwise."""
+    monkeypatch.setattr("os.sched_getaffinity", lambda _pid: {0, 1})
+    assert Settings(auth_required=False).model_parallelism() == (3, 1)
+    assert Settings(auth_required=False, model_runs=2).model_parallelism() == (2, 1)
+    assert Settings(auth_required=False, model_runs=1).model_parallelism() == (1, 2)
+    assert Settings(auth_required=False, threads=2).model_parallelism() == (3, 2)
