@@ -41,7 +41,9 @@ def rate(fn: Callable[[], None], n_seqs: int, seconds: float) -> float:
 def parallel(cfg: TrainConfig, seconds: float, record: str | None = None) -> None:
     """Messages per second of the shipped model through the scoring core, with the machine's
     cores spent as one model call at a time over all of them, or as one single-threaded call
-    per core at once (what the service does by default: ST_MODEL_RUNS, ST_THREADS)."""
+    per core at once (the service's default, ST_MODEL_RUNS and ST_THREADS, is single-threaded
+    calls too, one per core and one more: its extra call keeps a core busy while the event
+    loop hands answers back, which calls kept back to back, as here, do not need)."""
     import os
     import threading
 
