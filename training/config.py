@@ -68,6 +68,10 @@ class TrainConfig:
     dropout: float = 0.1
     # keep the token-embedding matrix as pre-trained
     freeze_embeddings: bool = False
+    # keep the embeddings and the first this many transformer layers as pre-trained (0 = all
+    # layers learn): the lower layers keep the multilingual representations pre-training gave
+    # them, only the upper layers and the head adapt to the training text, and steps are faster
+    freeze_layers: int = 0
     # positive-class weight per label in the loss; "auto" = sqrt(negatives / positives)
     class_weights: str | dict[str, float] = "auto"
     # stop when validation macro-F1 has not improved for this many epochs

@@ -42,6 +42,22 @@ class MultiLabelClassifier(nn.Module):
         logits: torch.Tensor = self.head(self.dropout(pooled))
         return logits
 
+    def freeze_lower(self, layers: int) -> None:
+        """Keep the embeddings and the first `layers` transformer layers as they are: only the
+        layers above them and the head learn (raises when the encoder has fewer layers)."""
+        if layers <= 0:
+            return
+        stack = encoder_layers(self.encoder)
+        if layers > len(stack):
+            raise ValueError(f"freeze_layers={layers}: the encoder has {len(stack)} layers")
+        frozen = [self.encoder.get_input_embeddings()]
+        embeddings = getattr(self.encoder, "embeddings", None)
+        if isinstance(embeddings, nn.Module):
+            frozen.append(embeddings)
+        frozen += list(stack[:layers])
+        for module in frozen:
+            module.requires_grad_(False)
+
     def save(self, path: Path, tokenizer: PreTrainedTokenizerBase, meta: dict[str, object]) -> None:
         """Write encoder, tokenizer, head weights and the training metadata into one folder."""
         path.mkdir(parents=True, exist_ok=True)
@@ -64,6 +80,19 @@ class MultiLabelClassifier(nn.Module):
         model.head.load_state_dict(head)
         tokenizer = AutoTokenizer.from_pretrained(path / "encoder")
         return model.eval(), tokenizer, meta
+
+
+def encoder_layers(encoder: nn.Module) -> nn.ModuleList:
+    """The encoder's stack of transformer layers, bottom first, under the names the
+    transformers encoders use (BERT and XLM-R `encoder.layer`, DistilBERT `transformer.layer`,
+    others `layers`)."""
+    for path in ("encoder.layer", "transformer.layer", "layers", "layer"):
+        node: object = encoder
+        for part in path.split("."):
+            node = getattr(node, part, None)
+        if isinstance(node, nn.ModuleList):
+            return node
+    raise ValueError(f"no layer stack found in {type(encoder).__name__}")
 
 
 def make_encoder(tokenizer: PreTrainedTokenizerBase, cfg: TrainConfig) -> TextEncoder:

@@ -206,6 +206,30 @@ def test_a_second_stage_starts_from_a_finished_runs_checkpoint(
         )
 
 
+def test_frozen_lower_layers_keep_their_pretrained_weights(tiny_base: Path, tmp_path: Path) -> None:
+    """`freeze_layers` keeps the embeddings and the lowest layers as the base model has them
+    while the layers above learn; more layers than the encoder has is refused."""
+    import torch
+    from transformers import AutoModel
+
+    from training.model import MultiLabelClassifier
+    from training.train import train
+
+    base = tiny_run(tiny_base, tmp_path, epochs=1, learning_rate=1e-2, warmup_ratio=0.0)
+    train(TrainConfig(**base, runs_dir=str(tmp_path / "r"), freeze_layers=1))
+    trained, _, _ = MultiLabelClassifier.load(tmp_path / "r/tiny/checkpoint")
+    start = AutoModel.from_pretrained(tiny_base, add_pooling_layer=False).state_dict()
+    after = trained.encoder.state_dict()
+    frozen = [n for n in start if n.startswith(("embeddings.", "encoder.layer.0."))]
+    learned = [n for n in start if n.startswith("encoder.layer.1.")]
+    assert frozen and learned
+    for name in frozen:
+        assert torch.equal(start[name], after[name]), name
+    assert any(not torch.equal(start[n], after[n]) for n in learned)
+    with pytest.raises(ValueError, match="the encoder has 2 layers"):
+        train(TrainConfig(**base, runs_dir=str(tmp_path / "x"), freeze_layers=3))
+
+
 def test_a_cut_run_resumed_goes_on_step_for_step_as_if_it_had_not_stopped(
     tiny_base: Path, tmp_path: Path
 ) -> None:
