@@ -235,7 +235,12 @@ def real_test_summary(result: dict[str, Any]) -> dict[str, Any]:
             "macro_f1_present": r["macro_f1_present"],
             "positives": {lab: int(m["support"]) for lab, m in r["labels"].items()},
             "fpr_unlabelled": r["not_sensitive_flagged"],
+            **interval(r),
         }
+
+    def interval(r: dict[str, Any]) -> dict[str, Any]:
+        keys = ("macro_f1_interval", "macro_f1_present_interval")
+        return {k: r[k] for k in keys if k in r}
 
     every = result["all"]
     whole = {}
@@ -245,6 +250,7 @@ def real_test_summary(result: dict[str, Any]) -> dict[str, Any]:
     return {
         "n": every["n"],
         "macro_f1": every["macro_f1"],
+        **interval(every),
         "f1": {lab: m["f1"] for lab, m in every["labels"].items()},
         "fpr_unlabelled": every["not_sensitive_flagged"],
         "ece": every["ece"],

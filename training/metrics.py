@@ -27,6 +27,48 @@ def prf(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     return {"precision": p, "recall": r, "f1": f, "support": float((y > 0).sum())}
 
 
+def macro_f1_interval(
+    y: np.ndarray,
+    pred: np.ndarray,
+    groups: np.ndarray,
+    rounds: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+    present_only: bool = False,
+) -> tuple[float, float]:
+    """Group bootstrap interval of macro-F1: whole groups (conversations, documents) are drawn
+    with replacement, since the messages of one conversation are not independent draws.
+    F1 is 0 for a label without a true positive in a draw, as `prf` counts it; with
+    `present_only`, each draw averages over the labels that have positives in it (the
+    "labels present" macro-F1 of a small slice)."""
+    keys, index = np.unique(groups, return_inverse=True)
+    pos, hit = y > 0, pred.astype(bool)
+    tp = np.zeros((len(keys), y.shape[1]))
+    positives = np.zeros((len(keys), y.shape[1]))
+    wrong = np.zeros((len(keys), y.shape[1]))  # false positives + false negatives
+    for j in range(y.shape[1]):
+        tp[:, j] = np.bincount(index, (hit[:, j] & pos[:, j]).astype(float), len(keys))
+        wrong[:, j] = np.bincount(index, (hit[:, j] != pos[:, j]).astype(float), len(keys))
+        positives[:, j] = np.bincount(index, pos[:, j].astype(float), len(keys))
+    draws = (
+        np.random.default_rng(seed)
+        .multinomial(len(keys), np.full(len(keys), 1 / len(keys)), size=rounds)
+        .astype(float)
+    )
+    tps, wrongs = draws @ tp, draws @ wrong
+    f1 = np.divide(2 * tps, 2 * tps + wrongs, out=np.zeros_like(tps), where=tps > 0)
+    if present_only:
+        present = (draws @ positives) > 0
+        kept = present.any(axis=1)
+        macro = (f1 * present).sum(axis=1)[kept] / present.sum(axis=1)[kept]
+    else:
+        macro = f1.mean(axis=1)
+    if not len(macro):  # no positives in the slice at all
+        return 0.0, 0.0
+    tail = (1 - level) / 2 * 100
+    return float(np.percentile(macro, tail)), float(np.percentile(macro, 100 - tail))
+
+
 def choose_threshold(
     y: np.ndarray,
     p: np.ndarray,

@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 from service.artifact import ModelArtifact
 from service.classifier import Classifier
 from training.config import resolve
-from training.metrics import multi_hot, report
+from training.metrics import macro_f1_interval, multi_hot, report
 
 SPLITS_DIR = "training/data/splits"
 
@@ -44,10 +44,22 @@ def score(clf: Classifier, rows: list[dict[str, Any]]) -> np.ndarray:
 
 
 def judge(
-    y: np.ndarray, p: np.ndarray, labels: tuple[str, ...], thr: dict[str, float]
+    y: np.ndarray,
+    p: np.ndarray,
+    labels: tuple[str, ...],
+    thr: dict[str, float],
+    groups: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Report plus the false-flag rate on not-sensitive items and confident errors."""
+    """Report plus the false-flag rate on not-sensitive items and confident errors; with
+    `groups`, the 95% group bootstrap interval of macro-F1 too (how far a slice's figure can
+    be trusted: a language with a handful of positives gets a wide one)."""
     rep = report(y, p, labels, thr)
+    if groups is not None and len(y):
+        t = np.array([thr[lab] for lab in labels], np.float32)
+        rep["macro_f1_interval"] = list(macro_f1_interval(y, p >= t, groups))
+        rep["macro_f1_present_interval"] = list(
+            macro_f1_interval(y, p >= t, groups, present_only=True)
+        )
     present = [m["f1"] for m in rep["labels"].values() if m["support"] > 0]
     # macro-F1 over the labels that have positives in the slice (a small slice without, say,
     # any politics item would otherwise count a 0 for it)
@@ -89,24 +101,27 @@ def evaluate(
     y = multi_hot([r["labels"] for r in rows], labels)
     p = score(clf, rows)
     thr = clf.artifact.thresholds
+    # conversations and documents (a row without one stands alone)
+    groups = np.array([str(r.get("group", f"row-{i}")) for i, r in enumerate(rows)])
     out: dict[str, Any] = {
         "model": {"name": clf.artifact.name, "version": clf.artifact.version},
         "split": split,
         "thresholds": thr,
         "context": {"turns": clf.encoder.context_turns, "chars": clf.encoder.context_chars},
         "context_made_with": made_with,
-        "all": judge(y, p, labels, thr),
+        "all": judge(y, p, labels, thr, groups),
     }
     chat = np.array([r.get("variety") == "chat" for r in rows], bool)
     if chat.any():  # whole conversations, as the gate reads a transcript
-        groups = np.array([r["group"] for r in rows])[chat]
-        out["transcripts"] = judge(*by_transcript(y[chat], p[chat], groups), labels, thr)
+        yt, pt = by_transcript(y[chat], p[chat], groups[chat])
+        out["transcripts"] = judge(yt, pt, labels, thr, np.arange(len(yt)))
     known = np.array([r["lang"] in clf.artifact.languages for r in rows])
-    out["model_languages"] = judge(y[known], p[known], labels, thr)
+    out["model_languages"] = judge(y[known], p[known], labels, thr, groups[known])
     for column in ("lang", "source"):
         values = np.array([r[column] for r in rows])
         out[f"by_{column}"] = {
-            str(v): judge(y[values == v], p[values == v], labels, thr) for v in sorted(set(values))
+            str(v): judge(y[v == values], p[v == values], labels, thr, groups[v == values])
+            for v in sorted(set(values))
         }
     return out
 

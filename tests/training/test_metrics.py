@@ -37,3 +37,36 @@ def test_a_recall_floor_still_holds_inside_the_bound() -> None:
     # recall >= 0.75 inside the bound of one false flag: 0.6 (recall 0.75), not 0.8 (0.5)
     th = choose_thresholds(y, p, LABELS, 0.75, max_false_flags=1 / 6)
     assert th["health"] == np.float32(0.6)
+
+
+def test_the_bootstrap_interval_brackets_macro_f1_and_narrows_with_more_groups() -> None:
+    from training.metrics import macro_f1_interval, prf
+
+    rng = np.random.default_rng(1)
+
+    def sample(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        y = (rng.random((n, 2)) < 0.3).astype(np.float32)
+        pred = np.where(rng.random((n, 2)) < 0.8, y > 0, y == 0)  # 80% right
+        return y, pred, np.arange(n) // 2  # conversations of two messages
+
+    y, pred, groups = sample(400)
+    point = np.mean([prf(y[:, j], pred[:, j])["f1"] for j in range(2)])
+    lo, hi = macro_f1_interval(y, pred, groups)
+    assert lo < point < hi
+    small = macro_f1_interval(*sample(40))
+    assert small[1] - small[0] > 1.5 * (hi - lo)
+    # a perfect predictor is perfect in every draw
+    assert macro_f1_interval(y, y > 0, groups) == (1.0, 1.0)
+    # whole groups are drawn: a label whose positives all sit in one group is missing from
+    # the draws that leave that group out (F1 0 there), so the interval reaches down to 0.5
+    y1 = np.zeros((20, 2), np.float32)
+    y1[:, 0] = 1
+    y1[:2, 1] = 1
+    lo1, hi1 = macro_f1_interval(y1, y1 > 0, np.arange(20) // 2)
+    assert (lo1, hi1) == (0.5, 1.0)
+    # over the labels present: a label no item carries does not count as a 0
+    y2 = np.zeros((20, 2), np.float32)
+    y2[::2, 0] = 1
+    groups2 = np.arange(20) // 2
+    assert macro_f1_interval(y2, y2 > 0, groups2) == (0.5, 0.5)
+    assert macro_f1_interval(y2, y2 > 0, groups2, present_only=True) == (1.0, 1.0)

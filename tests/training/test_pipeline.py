@@ -125,6 +125,9 @@ def test_tiny_model_whole_road(tiny_base: Path, tmp_path: Path) -> None:
     assert set(metrics["real_test"]["f1"]) == {"health", "religion", "politics"}
     # real chat also judged whole, conversation by conversation (two messages each)
     assert metrics["real_test"]["transcripts"]["n"] == (len(TINY) + 1) // 2
+    lo, hi = metrics["real_test"]["macro_f1_interval"]
+    assert lo <= metrics["real_test"]["macro_f1"] <= hi
+    assert len(metrics["real_test"]["per_language"]["en"]["macro_f1_interval"]) == 2
     card = (tmp_path / "models/tiny/README.md").read_text()
     assert "Real-text test" in card and "real test chat, whole conversations" in card
 
