@@ -90,6 +90,7 @@ bench: install-dev $(SPLITS)/manifest.json $(PEERS)/.ready $(INFINITY)/.ready ##
 	$(BIN)/python -m bench.engine --config $(CONFIG) --record $(BENCH_OUT)
 	$(BIN)/python -m bench.engine --config $(CONFIG) --parallel --record $(BENCH_OUT)
 	$(BIN)/python -m bench.engine --config $(CONFIG) --cut --record $(BENCH_OUT)
+	$(BIN)/python -m bench.engine --config $(CONFIG) --fusions --record $(BENCH_OUT)
 	$(BIN)/python -m bench.loop_prepare --seconds 6 --record $(BENCH_OUT)
 	$(BIN)/python -m bench.report $(BENCH_OUT) --readme README.md
 

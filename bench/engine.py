@@ -1,7 +1,7 @@
 """Sequences per second of the shipped int8 ONNX model vs fp32 ONNX vs PyTorch, same inputs.
 
 Usage: .venv/bin/python -m bench.engine [--config training/configs/e5-multi.json] [--seconds 5]
-                                        [--previous DIR]
+                                        [--previous DIR | --parallel | --cut | --fusions]
 Needs the run folder of the config (runs/<name>/checkpoint and runs/<name>/onnx/model-fp32.onnx)
 and the shipped model directory models/<name>/. Prints throughput and ratios.
 
@@ -193,6 +193,63 @@ def cut(cfg: TrainConfig, rounds: int = 3, record: str | None = None) -> None:
     )
 
 
+def fusions(cfg: TrainConfig, rounds: int = 3, record: str | None = None) -> None:
+    """The engine's session (onnxruntime's graph optimisations but `SLOW_FUSIONS`) against the
+    same graph with every optimisation onnxruntime makes by default, one thread each, on the
+    same windows cut into calls as the service cuts them: one window per call (concurrency 1)
+    and up to 8 (the batches of concurrency 32); rounds interleaved, CPU ms per window
+    (medians), and how many label decisions the two runs of the graph give differently."""
+    from bench.http_load import texts_of_realistic_length
+    from service.artifact import ModelArtifact
+    from service.classifier import SLOW_FUSIONS, Classifier, open_session
+
+    clf = Classifier(ModelArtifact.load(cfg.model_dir), threads=1)
+    path = str(clf.artifact.onnx_path)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = 1, 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    sessions = {
+        "every fusion (onnxruntime's default)": ort.InferenceSession(path, opts),
+        f"engine ({', '.join(SLOW_FUSIONS)} off)": open_session(path, 1),
+    }
+    texts = texts_of_realistic_length(1024)
+    seqs = [w for ws in clf.encode_items(texts) for w in ws]
+    print(f"{len(texts)} test-split messages, {len(seqs)} windows; one thread per call")
+    rows = []
+    for batch in (1, 8):
+        clf.batch_size = batch
+        feeds = []
+        for idx in clf.batches(seqs):
+            width = max(len(seqs[i]) for i in idx)
+            ids = np.full((len(idx), width), clf.pad_id, np.int64)
+            mask = np.zeros((len(idx), width), np.int64)
+            for row, i in enumerate(idx):
+                ids[row, : len(seqs[i])] = seqs[i]
+                mask[row, : len(seqs[i])] = 1
+            feeds.append({"input_ids": ids, "attention_mask": mask})
+        ms: dict[str, list[float]] = {name: [] for name in sessions}
+        logits: dict[str, np.ndarray] = {}
+        for _ in range(rounds):
+            for name, sess in sessions.items():
+                start = time.process_time()
+                out = [sess.run(["logits"], feed)[0] for feed in feeds]
+                ms[name].append((time.process_time() - start) * 1000 / len(seqs))
+                logits[name] = np.concatenate(out)
+        default, engine = (logits[name] for name in sessions)
+        t = np.log(clf.thresholds / (1 - clf.thresholds)) * clf.temperature  # logit thresholds
+        moved = int(((default >= t) != (engine >= t)).sum())
+        for name in sessions:
+            rows.append({"session": name, "batch": batch, "ms": float(np.median(ms[name]))})
+            print(f"{name:<40} up to {batch} per call: {rows[-1]['ms']:.2f} ms per window")
+        ratio = rows[-2]["ms"] / rows[-1]["ms"]
+        print(
+            f"engine / default, up to {batch} per call: {ratio:.2f}x faster; label decisions "
+            f"that differ: {moved} of {default.size}"
+        )
+        rows[-1]["decisions_moved"], rows[-1]["decisions"] = moved, int(default.size)
+    save(record, "engine_fusions", {"windows": len(seqs), "rows": rows})
+
+
 def compare(cfg: TrainConfig, previous: Path, seconds: float) -> None:
     """The shipped model against a previous model directory, same messages, same core."""
     from service.artifact import ModelArtifact
@@ -237,6 +294,9 @@ def main() -> None:
     parser.add_argument("--previous", type=Path, default=None)
     parser.add_argument("--parallel", action="store_true")
     parser.add_argument("--cut", action="store_true", help="the call cut against the last one")
+    parser.add_argument(
+        "--fusions", action="store_true", help="the engine's session against every fusion"
+    )
     parser.add_argument("--record", default=None, help="also write the figures to DIR")
     args = parser.parse_args()
     cfg = TrainConfig.load(resolve(args.config))
@@ -245,6 +305,9 @@ def main() -> None:
         return
     if args.cut:
         cut(cfg, record=args.record)
+        return
+    if args.fusions:
+        fusions(cfg, record=args.record)
         return
     if args.previous is not None:
         compare(cfg, args.previous, args.seconds)

@@ -81,7 +81,9 @@ def test_every_target_is_judged_by_its_own_direction() -> None:
 
 def test_rendered_tables_name_what_is_missing_and_every_row() -> None:
     text = render(figures(), "2026-12-03")
-    assert "Not recorded in this run: engine_parallel, engine_cut, loop_prepare." in text
+    assert (
+        "Not recorded in this run: engine_parallel, engine_cut, engine_fusions, loop_prepare."
+    ) in text
     assert "| naive c=32 | 20.0 |" in text
     # where the CPU went, per message, beside the raw engine's (blank where not measured)
     assert "| service c=32 | 110.0 | 200.0 | 400.0 | 0 | 1.03 | 9.87 |" in text
@@ -129,3 +131,22 @@ def test_the_cut_is_judged_against_the_one_before_at_each_group_size() -> None:
     assert got["least-cost cut / greedy cut, 32 windows together"] == ("0.95", False)
     text = render({"engine_cut": {"cores": 2, "rows": rows}}, "2026-12-04")
     assert "| least cost (shipped) | 8 | 150.0 |" in text
+
+
+def test_the_engine_session_is_judged_against_every_fusion_at_each_batch() -> None:
+    rows = [
+        {"session": "every fusion (onnxruntime's default)", "batch": 1, "ms": 9.0},
+        {"session": "engine (SkipLayerNormFusion off)", "batch": 1, "ms": 8.0,
+         "decisions_moved": 2, "decisions": 300},
+        {"session": "every fusion (onnxruntime's default)", "batch": 8, "ms": 7.0},
+        {"session": "engine (SkipLayerNormFusion off)", "batch": 8, "ms": 7.7,
+         "decisions_moved": 0, "decisions": 300},
+    ]  # fmt: skip
+    fus = {"engine_fusions": {"windows": 100, "rows": rows}}
+    got = {w: (v, ok) for w, v, _, ok in ratios(fus)}
+    key = "engine session / onnxruntime's every fusion, {} per call"
+    assert got[key.format("one window")] == ("1.12", True)
+    assert got[key.format("up to 8 windows")] == ("0.91", False)
+    text = render(fus, "2026-12-06")
+    assert "| engine (SkipLayerNormFusion off) | up to 1 | 8.00 | 2 of 300 |" in text
+    assert "| every fusion (onnxruntime's default) | up to 8 | 7.00 |  |" in text

@@ -466,6 +466,31 @@ def test_the_lone_session_scores_as_the_shared_one(shipped_model_dir: Path) -> N
     np.testing.assert_allclose(clf.run_alone(seqs), clf.run(seqs), atol=1e-5)
 
 
+def test_the_engine_runs_the_graph_without_onnxruntimes_skip_layer_norm_fusion(
+    shipped_model_dir: Path, tmp_path: Path
+) -> None:
+    """onnxruntime's own optimisation of the shipped graph fuses each residual Add and its
+    LayerNormalization into SkipLayerNormalization, a slower CPU kernel; the engine's sessions
+    keep them apart (and every other optimisation)."""
+    import onnx
+    import onnxruntime as ort
+
+    from service.classifier import open_session
+
+    def ops(path: Path) -> set[str]:
+        return {n.op_type for n in onnx.load(str(path)).graph.node}
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.optimized_model_filepath = str(tmp_path / "default.onnx")
+    ort.InferenceSession(str(shipped_model_dir / "model.onnx"), opts)
+    assert "SkipLayerNormalization" in ops(tmp_path / "default.onnx")
+    open_session(str(shipped_model_dir / "model.onnx"), 1, str(tmp_path / "engine.onnx"))
+    engine = ops(tmp_path / "engine.onnx")
+    assert "SkipLayerNormalization" not in engine and "LayerNormalization" in engine
+    assert "DynamicQuantizeMatMul" in engine  # the other fusions still ran
+
+
 def test_lone_calls_get_a_wider_session_only_when_it_is_wider(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
