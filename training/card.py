@@ -180,6 +180,18 @@ def _reading(config: dict[str, Any], metrics: dict[str, Any]) -> list[str]:
     return [*out, ""]
 
 
+def _runtime(metrics: dict[str, Any]) -> list[str]:
+    """The runtime the figures hold for (another one rounds int8 a little differently)."""
+    r = metrics.get("runtime")
+    if not r:
+        return []
+    off = ", ".join(f"`{f}`" for f in r["fusions_off"]) or "none"
+    return [
+        f"- Figures scored with onnxruntime {r['onnxruntime']} as the service runs the graph "
+        f"(every graph optimisation; fusions turned off: {off})."
+    ]
+
+
 def write_card(out: Path, config: dict[str, Any], metrics: dict[str, Any]) -> None:
     """Write README.md into the model directory."""
     labels = config["labels"]
@@ -199,6 +211,7 @@ def write_card(out: Path, config: dict[str, Any], metrics: dict[str, Any]) -> No
         "windows by the service, which keeps the highest window score.",
         f"- Weights: {config['quantization']}, `model.onnx`; tokenizer `tokenizer.json`.",
         f"- Data hash `{config['data_hash']}`, code version `{config['code_version']}`.",
+        *_runtime(metrics),
         "",
         "## Thresholds",
         f"Chosen on the {chosen_on} split: best F1 while keeping recall >= "

@@ -26,7 +26,7 @@ import onnxruntime as ort
 import torch
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
-from service.classifier import TextEncoder
+from service.classifier import SLOW_FUSIONS, TextEncoder, open_session
 from training import realeval
 from training.card import write_card
 from training.config import REPO, TrainConfig, cli, resolve
@@ -89,9 +89,9 @@ def export_onnx(
 
 
 def fuse(src: Path, dst: Path, encoder_config: Any) -> dict[str, int]:
-    """onnxruntime's transformer fusions on the fp32 graph (attention, embedding and skip layer
-    norms, bias + GELU), graph-level only, so the file runs on any CPU onnxruntime; returns how
-    many of each fused operator it made."""
+    """onnxruntime's transformer fusions on the fp32 graph (attention, bias + GELU), graph-level
+    only, so the file runs on any CPU onnxruntime; returns how many of each fused operator it
+    made."""
     from onnxruntime.transformers import optimizer
     from onnxruntime.transformers.fusion_options import FusionOptions
 
@@ -100,6 +100,10 @@ def fuse(src: Path, dst: Path, encoder_config: Any) -> dict[str, int]:
     # the fused EmbedLayerNormalization would also take the layer norm's weights to 8 bits
     # (measured on e5-multi 1.7.0's weights: more int8 error and slower at batch 32)
     options.enable_embed_layer_norm = False
+    # each residual Add and its layer norm stay apart: onnxruntime's SkipLayerNormalization is
+    # the slower CPU kernel (see service.classifier.SLOW_FUSIONS); r35's fused int8 graph ran
+    # 1.23x (one window per call) and 1.29x (up to 8) faster made this way, one thread
+    options.enable_skip_layer_norm = False
     fused = optimizer.optimize_model(
         str(src),
         model_type="bert",
@@ -159,7 +163,8 @@ def batches(encoder: TextEncoder, texts: list[str], contexts: list[str], pad_id:
 
 
 def onnx_logits(path: Path, inputs: Batches) -> np.ndarray:
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    """Logits of an ONNX file on every core, run as the service's engine runs a graph."""
+    sess = open_session(str(path), 0)
     out = [
         sess.run(["logits"], {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})[0]
         for ids, mask in inputs
@@ -223,6 +228,27 @@ def trim_vocabulary(
 
 
 SUPPORTED_MACRO_F1 = 0.80
+
+
+def supported_languages(real_test: dict[str, Any]) -> dict[str, Any]:
+    """The languages a model supports, from its real-test summary, with the rule, as config.json
+    keeps them."""
+    return {
+        "supported_languages": sorted(
+            lang
+            for lang, r in real_test["per_language"].items()
+            if r["macro_f1_present"] >= SUPPORTED_MACRO_F1
+        ),
+        "supported_languages_rule": (
+            f"real-test macro-F1 (labels with positives) >= {SUPPORTED_MACRO_F1}"
+        ),
+    }
+
+
+def runtime() -> dict[str, Any]:
+    """How the figures of metrics.json were scored: they hold for this runtime as the engine
+    runs the graph (another onnxruntime, or other fusions, moves a few int8 decisions)."""
+    return {"onnxruntime": ort.__version__, "fusions_off": list(SLOW_FUSIONS)}
 
 
 def real_test_summary(result: dict[str, Any]) -> dict[str, Any]:
@@ -415,6 +441,7 @@ def export(cfg: TrainConfig) -> dict[str, Any]:
             "size_bytes": sum(f.stat().st_size for f in out.iterdir()),
         },
         "vocabulary_trimming": trimming,
+        "runtime": runtime(),
     }
     if "real_test" in splits:  # the held-out real text decides which model ships
         metrics["real_test"] = real_test_summary(
@@ -422,14 +449,7 @@ def export(cfg: TrainConfig) -> dict[str, Any]:
         )
         # A language is supported only where its real-test macro-F1 (over the labels it has
         # positives for) is known and reaches the bar; the service fails closed elsewhere.
-        config["supported_languages"] = sorted(
-            lang
-            for lang, r in metrics["real_test"]["per_language"].items()
-            if r["macro_f1_present"] >= SUPPORTED_MACRO_F1
-        )
-        config["supported_languages_rule"] = (
-            f"real-test macro-F1 (labels with positives) >= {SUPPORTED_MACRO_F1}"
-        )
+        config.update(supported_languages(metrics["real_test"]))
         (out / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False))
     # the weights' digest: loading checks it, so a truncated or swapped file never serves
     config["model_sha256"] = hashlib.sha256((out / "model.onnx").read_bytes()).hexdigest()

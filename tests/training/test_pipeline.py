@@ -130,6 +130,26 @@ def test_tiny_model_whole_road(tiny_base: Path, tmp_path: Path) -> None:
     assert len(metrics["real_test"]["per_language"]["en"]["macro_f1_interval"]) == 2
     card = (tmp_path / "models/tiny/README.md").read_text()
     assert "Real-text test" in card and "real test chat, whole conversations" in card
+    # the figures say which runtime they hold for, as the engine runs the graph
+    assert metrics["runtime"]["fusions_off"] == ["SkipLayerNormFusion"]
+    assert "fusions turned off: `SkipLayerNormFusion`" in card
+
+    # Scored again (training.remeasure), the figures come from the model, not the old file:
+    # spoilt ones are rewritten to what the export measured, with the same runtime.
+    from training.remeasure import remeasure
+
+    model_dir = tmp_path / "models/tiny"
+    spoilt = json.loads((model_dir / "metrics.json").read_text())
+    spoilt["test"]["macro_f1"] = spoilt["real_test"]["macro_f1"] = -1.0
+    spoilt["real_test"]["per_language"] = {}
+    (model_dir / "metrics.json").write_text(json.dumps(spoilt))
+    shipped = json.loads((model_dir / "config.json").read_text())
+    (model_dir / "config.json").write_text(json.dumps({**shipped, "supported_languages": ["xx"]}))
+    again = remeasure(cfg)
+    assert again["test"]["macro_f1"] == metrics["test"]["macro_f1"]
+    assert again["real_test"] == metrics["real_test"]
+    assert again["export"] == metrics["export"]
+    assert json.loads((model_dir / "config.json").read_text()) == shipped
 
     model_dir = tmp_path / "models/tiny"
     config = json.loads((model_dir / "config.json").read_text())
@@ -343,6 +363,7 @@ def test_fused_attention_export_runs_qattention_and_matches_pytorch(
     assert "fused_operators" in plain["export"] and not plain["export"]["fused_operators"]
     ops = {n.op_type for n in onnx.load(str(tmp_path / "models/tiny/model.onnx")).graph.node}
     assert "QAttention" in ops
+    assert "SkipLayerNormalization" not in ops  # the slower kernel: Add and LayerNorm stay
     ops_plain = {n.op_type for n in onnx.load(str(plain_dir / "model.onnx")).graph.node}
     assert "QAttention" not in ops_plain
 
