@@ -180,6 +180,15 @@ def _reading(config: dict[str, Any], metrics: dict[str, Any]) -> list[str]:
     return [*out, ""]
 
 
+def _rewrites(config: dict[str, Any]) -> list[str]:
+    """Exact graph rewrites made after the export (`training.graph`), scores unchanged."""
+    done = {k: v for k, v in (config.get("graph_rewrites") or {}).items() if v}
+    if not done:
+        return []
+    listed = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in done.items())
+    return [f"- Graph rewritten exactly (`training.graph`, same scores): {listed}."]
+
+
 def _runtime(metrics: dict[str, Any]) -> list[str]:
     """The runtime the figures hold for (another one rounds int8 a little differently)."""
     r = metrics.get("runtime")
@@ -210,6 +219,7 @@ def write_card(out: Path, config: dict[str, Any], metrics: dict[str, Any]) -> No
         f"- Max length {config['max_length']} tokens; longer texts are scored in overlapping "
         "windows by the service, which keeps the highest window score.",
         f"- Weights: {config['quantization']}, `model.onnx`; tokenizer `tokenizer.json`.",
+        *_rewrites(config),
         f"- Data hash `{config['data_hash']}`, code version `{config['code_version']}`.",
         *_runtime(metrics),
         "",

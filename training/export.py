@@ -31,6 +31,7 @@ from training import realeval
 from training.card import write_card
 from training.config import REPO, TrainConfig, cli, resolve
 from training.data import load_splits
+from training.graph import streamline
 from training.metrics import choose_thresholds, multi_hot, report
 from training.model import MultiLabelClassifier, batch_tensors, encoder_of
 from training.report import full_report, model_scores
@@ -312,6 +313,7 @@ def export(cfg: TrainConfig) -> dict[str, Any]:
     onnx_dir.mkdir(parents=True, exist_ok=True)
     fp32, int8 = onnx_dir / "model-fp32.onnx", onnx_dir / "model-int8.onnx"
     export_onnx(model, inputs[0], fp32)
+    rewrites = streamline(fp32, fp32)  # exact; the check against PyTorch below covers it
 
     ref = torch_logits(model, inputs)
     got = onnx_logits(fp32, inputs)
@@ -387,6 +389,7 @@ def export(cfg: TrainConfig) -> dict[str, Any]:
         "data_hash": meta["data_hash"],
         "code_version": code_version(),
         "quantization": "int8 dynamic (onnxruntime, per-channel weights), activations smoothed",
+        "graph_rewrites": rewrites,
         "training": cfg.to_dict(),
     }
     (out / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False))

@@ -7,11 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import pytest
 from datasets import Dataset
 from fastapi.testclient import TestClient
 
 from service.app import create_app, load_classifier
+from service.artifact import ModelArtifact
 from service.settings import Settings
 from training.config import TrainConfig, resolve_base_model
 
@@ -117,6 +119,23 @@ def test_tiny_model_whole_road(tiny_base: Path, tmp_path: Path) -> None:
     assert set(evaluation["thresholds"]) == {"health", "religion", "politics"}
     metrics = export(cfg)  # raises if fp32 ONNX differs from PyTorch by more than 1e-3
     assert metrics["export"]["max_logit_diff_fp32_vs_pytorch"] <= 1e-3
+    # each layer's softmax NaN guard (torch's attention export) is gone, the check above held
+    config = json.loads((tmp_path / "models/tiny/config.json").read_text())
+    assert config["graph_rewrites"] == {"softmax_nan_guards_removed": 2}
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "models/tiny/model.onnx")).graph.node]
+    assert "IsNaN" not in ops and ops.count("Softmax") == 2
+    card = (tmp_path / "models/tiny/README.md").read_text()
+    assert "Graph rewritten exactly (`training.graph`, same scores): softmax nan guards " in card
+    # `python -m training.graph` on a model directory: nothing left to rewrite; the digest the
+    # loader checks is recorded again and the count of what was rewritten stays
+    from training.graph import rewrite_model_dir
+
+    assert rewrite_model_dir(tmp_path / "models/tiny", tmp_path / "splits") == {
+        "softmax_nan_guards_removed": 0
+    }
+    config = json.loads((tmp_path / "models/tiny/config.json").read_text())
+    assert config["graph_rewrites"] == {"softmax_nan_guards_removed": 2}
+    ModelArtifact.load(tmp_path / "models/tiny")  # raises if the digest does not match
     # chosen on the real validation split; judged on the real test split, in the card too
     assert evaluation["thresholds_chosen_on"] == "real_validation"
     best = summary["best"]
@@ -342,8 +361,6 @@ def test_fused_attention_export_runs_qattention_and_matches_pytorch(
     """`fuse_attention`: the exported graph runs onnxruntime's fused attention (one per layer,
     quantized), its fp32 form matches PyTorch within the export's 1e-3, and the service scores
     with it as with the plain export of the same checkpoint."""
-    import onnx
-
     from training.evaluate import evaluate
     from training.export import export
     from training.train import train
