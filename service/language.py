@@ -58,6 +58,15 @@ def _arabizi_words(text: str) -> int:
     return len(_ARABIZI_WORD.findall(text))
 
 
+def _letters(text: str) -> int:
+    return len(_LETTERS.findall(text))
+
+
+def _flat(text: str) -> str:
+    """What the identifier reads of a text: its first MAX_CHARS, whitespace made single."""
+    return " ".join(text[: MAX_CHARS * 2].split())[:MAX_CHARS]
+
+
 class LanguageDetector:
     """Per-message language with a transcript-level fallback; thread-safe, microseconds each."""
 
@@ -70,22 +79,44 @@ class LanguageDetector:
         self._detector: Any = LangDetector(LangDetectConfig(model="lite", max_input_length=None))
         self.min_chars = min_chars
         self.min_score = min_score
-        # what the identifier said of a text, by digest (no text kept), scoped like the score
-        # cache: a transcript re-sent with one new message asks again only for the new one
-        self.cache: ScoreCache[tuple[str, float]] = ScoreCache(cache_entries)
+        # what the identifier said of a text and how many letters it has, by digest (no text
+        # kept), scoped like the score cache: a transcript re-sent with one new message asks
+        # again only for the new one (and for the whole, unless what is read of it is the same)
+        self.cache: ScoreCache[tuple[str, float, int]] = ScoreCache(cache_entries)
 
-    def _known(self, text: str, scope: str) -> tuple[str, float]:
+    def _known(self, text: str, scope: str) -> tuple[str, float, int]:
+        """(language, score, letters) of a message, from the cache when it was seen before."""
         if self.cache.capacity <= 0:
-            return self._raw(text)
+            return (*self._raw(text), _letters(text))
         key = cache_key("langid", scope, "", text)
         found = self.cache.get(key)
         if found is None:
-            found = self._raw(text)
+            found = (*self._raw(text), _letters(text))
             self.cache.put(key, found)
         return found
 
+    def _whole(self, contents: Sequence[str], scope: str) -> tuple[str, float]:
+        """(language, score) of the messages read together: the identifier reads the first
+        MAX_CHARS of them, so a longer transcript re-sent with a new message at its end is
+        not identified again."""
+        joined, size = [], 0
+        for text in contents:  # no more than the identifier reads, however long the transcript
+            joined.append(text)
+            size += len(text) + (3 if len(joined) > 1 else 0)  # the length of the join so far
+            if size >= MAX_CHARS * 2:
+                break
+        flat = _flat(" \n ".join(joined))
+        if self.cache.capacity <= 0:
+            return self._raw(flat)
+        key = cache_key("langid-whole", scope, "", flat)
+        found = self.cache.get(key)
+        if found is None:
+            found = (*self._raw(flat), 0)
+            self.cache.put(key, found)
+        return found[0], found[1]
+
     def _raw(self, text: str) -> tuple[str, float]:
-        flat = " ".join(text[: MAX_CHARS * 2].split())[:MAX_CHARS]
+        flat = _flat(text)
         if not flat:
             return UNKNOWN, 0.0
         best = self._detector.detect(flat, model="lite", k=1)[0]
@@ -97,10 +128,10 @@ class LanguageDetector:
 
     def guess(self, text: str) -> LanguageGuess:
         """The language of one text alone ("und" when it is too short or unsure)."""
-        return self._decide(text, *self._raw(text))
+        return self._decide(*self._raw(text), _letters(text))
 
-    def _decide(self, text: str, lang: str, score: float) -> LanguageGuess:
-        if len(_LETTERS.findall(text)) < self.min_chars or score < self.min_score:
+    def _decide(self, lang: str, score: float, letters: int) -> LanguageGuess:
+        if letters < self.min_chars or score < self.min_score:
             return LanguageGuess(UNKNOWN, score, "message")
         return LanguageGuess(lang, score, "message")
 
@@ -112,10 +143,10 @@ class LanguageDetector:
         caller's tenant)."""
         raws = [self._known(text, scope) for text in contents]
         # one message is its own transcript: one model call, not two
-        lang, score = raws[0] if len(raws) == 1 else self._raw(" \n ".join(contents))
+        lang, score = raws[0][:2] if len(raws) == 1 else self._whole(contents, scope)
         whole = LanguageGuess(lang if score >= self.min_score else UNKNOWN, score, "transcript")
         out = []
-        for text, raw in zip(contents, raws, strict=True):
-            g = self._decide(text, *raw)
+        for raw in raws:
+            g = self._decide(*raw)
             out.append(g if g.language != UNKNOWN else whole)
         return TranscriptLanguages(out, whole, supported)

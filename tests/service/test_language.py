@@ -78,6 +78,33 @@ def test_a_message_seen_before_is_not_identified_again() -> None:
     assert LanguageDetector().transcript(convo).messages == first.messages  # no cache: same
 
 
+def test_a_long_transcript_re_sent_is_not_identified_again_as_a_whole() -> None:
+    """The identifier reads the first 1,000 characters of a transcript's messages together: a
+    transcript longer than that, re-sent with a new message, asks only about the new one, and
+    every answer is the one an uncached detector gives."""
+    det = LanguageDetector(cache_entries=100)
+    calls: list[str] = []
+    detect = det._detector.detect
+
+    def counting(text: str, **kw: object) -> object:
+        calls.append(text)
+        return detect(text, **kw)
+
+    det._detector.detect = counting
+    convo = [
+        f"turn {i}: we are planning a long weekend walking in the mountains" for i in range(40)
+    ]
+    det.transcript(convo, frozenset({"en"}), scope="a")
+    assert len(calls) == 41  # forty messages and the whole
+    assert len(calls[-1]) == 1000  # what the identifier reads of the whole
+    grown = [*convo, "Je cherche un agenda papier"]
+    again = det.transcript(grown, frozenset({"en"}), scope="a")
+    assert len(calls) == 42  # the new message only
+    assert again == LanguageDetector().transcript(grown, frozenset({"en"}))
+    short = ["ok", "yes"]  # too short alone: they take the transcript's language
+    assert det.transcript(short, scope="a") == LanguageDetector().transcript(short)
+
+
 @pytest.fixture(scope="module")
 def pinned(
     shipped_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
