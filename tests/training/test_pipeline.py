@@ -119,22 +119,30 @@ def test_tiny_model_whole_road(tiny_base: Path, tmp_path: Path) -> None:
     assert set(evaluation["thresholds"]) == {"health", "religion", "politics"}
     metrics = export(cfg)  # raises if fp32 ONNX differs from PyTorch by more than 1e-3
     assert metrics["export"]["max_logit_diff_fp32_vs_pytorch"] <= 1e-3
-    # each layer's softmax NaN guard (torch's attention export) is gone, the check above held
+    # each layer's softmax NaN guard (torch's attention export) is gone and every reshape has a
+    # constant target; the check against PyTorch above held
     config = json.loads((tmp_path / "models/tiny/config.json").read_text())
-    assert config["graph_rewrites"] == {"softmax_nan_guards_removed": 2}
-    ops = [n.op_type for n in onnx.load(str(tmp_path / "models/tiny/model.onnx")).graph.node]
+    made = {"softmax_nan_guards_removed": 2, "reshapes_made_static": 10}
+    assert config["graph_rewrites"] == made
+    graph = onnx.load(str(tmp_path / "models/tiny/model.onnx")).graph
+    ops = [n.op_type for n in graph.node]
     assert "IsNaN" not in ops and ops.count("Softmax") == 2
+    constant = {i.name for i in graph.initializer}
+    layers = [n for n in graph.node if n.op_type == "Reshape" and "/layer." in n.name]
+    assert len(layers) == 10 and all(n.input[1] in constant for n in layers)
     card = (tmp_path / "models/tiny/README.md").read_text()
     assert "Graph rewritten exactly (`training.graph`, same scores): softmax nan guards " in card
+    assert "reshapes made static: 10" in card
     # `python -m training.graph` on a model directory: nothing left to rewrite; the digest the
     # loader checks is recorded again and the count of what was rewritten stays
     from training.graph import rewrite_model_dir
 
     assert rewrite_model_dir(tmp_path / "models/tiny", tmp_path / "splits") == {
-        "softmax_nan_guards_removed": 0
+        "softmax_nan_guards_removed": 0,
+        "reshapes_made_static": 0,
     }
     config = json.loads((tmp_path / "models/tiny/config.json").read_text())
-    assert config["graph_rewrites"] == {"softmax_nan_guards_removed": 2}
+    assert config["graph_rewrites"] == made
     ModelArtifact.load(tmp_path / "models/tiny")  # raises if the digest does not match
     # chosen on the real validation split; judged on the real test split, in the card too
     assert evaluation["thresholds_chosen_on"] == "real_validation"
