@@ -58,6 +58,17 @@ class MultiLabelClassifier(nn.Module):
         for module in frozen:
             module.requires_grad_(False)
 
+    def keep_lower(self, layers: int) -> None:
+        """Drop every transformer layer above the first `layers` (0 = keep all); the encoder's
+        config says so, so that `save` and `load` round-trip the shallower encoder."""
+        if layers <= 0:
+            return
+        stack = encoder_layers(self.encoder)
+        if layers > len(stack):
+            raise ValueError(f"encoder_layers={layers}: the encoder has {len(stack)} layers")
+        del stack[layers:]
+        self.encoder.config.num_hidden_layers = layers
+
     def save(self, path: Path, tokenizer: PreTrainedTokenizerBase, meta: dict[str, object]) -> None:
         """Write encoder, tokenizer, head weights and the training metadata into one folder."""
         path.mkdir(parents=True, exist_ok=True)

@@ -256,6 +256,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
         # Frozen token embeddings keep unseen tokens where pre-training put them (better
         # transfer across languages), save optimizer memory and allow exact vocabulary trimming.
         model.encoder.get_input_embeddings().weight.requires_grad_(False)
+    model.keep_lower(cfg.encoder_layers)
     model.freeze_lower(cfg.freeze_layers)
     steps_per_epoch = math.ceil(len(train_ds) / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs

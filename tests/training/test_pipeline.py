@@ -280,6 +280,38 @@ def test_frozen_lower_layers_keep_their_pretrained_weights(tiny_base: Path, tmp_
         train(TrainConfig(**base, runs_dir=str(tmp_path / "x"), freeze_layers=3))
 
 
+def test_a_run_on_fewer_encoder_layers_keeps_the_lowest_and_says_so(
+    tiny_base: Path, tmp_path: Path
+) -> None:
+    """`encoder_layers` drops the layers above the first N of the encoder a run starts from:
+    the checkpoint has N layers, its config says N, it loads back as such and starts from the
+    lower layers' weights; more layers than the encoder has is refused."""
+    import torch
+
+    from training.model import MultiLabelClassifier
+    from training.train import train
+
+    base = tiny_run(tiny_base, tmp_path, epochs=1, learning_rate=1e-3, warmup_ratio=0.0)
+    train(TrainConfig(**base, runs_dir=str(tmp_path / "first")))
+    first = tmp_path / "first/tiny/checkpoint"
+    start, _, _ = MultiLabelClassifier.load(first)
+    assert len(start.encoder.encoder.layer) == 2
+    still = {"learning_rate": 0.0, "head_learning_rate": 0.0, "dropout": 0.0}
+    run = {**base, **still, "init_from": str(first), "encoder_layers": 1}
+    train(TrainConfig(**run, runs_dir=str(tmp_path / "s")))
+    kept, _, _ = MultiLabelClassifier.load(tmp_path / "s/tiny/checkpoint")
+    assert len(kept.encoder.encoder.layer) == 1
+    assert kept.encoder.config.num_hidden_layers == 1
+    after = kept.state_dict()
+    assert not any(".layer.1." in n for n in after)
+    for name, value in after.items():  # what is left is the first run's, untouched
+        assert torch.equal(value, start.state_dict()[name]), name
+    ids = torch.tensor([[0, 5, 6, 2]])
+    assert not torch.equal(kept(ids, torch.ones_like(ids)), start(ids, torch.ones_like(ids)))
+    with pytest.raises(ValueError, match="the encoder has 2 layers"):
+        train(TrainConfig(**{**run, "encoder_layers": 3}, runs_dir=str(tmp_path / "x")))
+
+
 def test_a_cut_run_resumed_goes_on_step_for_step_as_if_it_had_not_stopped(
     tiny_base: Path, tmp_path: Path
 ) -> None:
