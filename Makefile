@@ -92,6 +92,7 @@ bench: install-dev $(SPLITS)/manifest.json $(PEERS)/.ready $(INFINITY)/.ready ##
 	$(BIN)/python -m bench.engine --config $(CONFIG) --cut --record $(BENCH_OUT)
 	$(BIN)/python -m bench.engine --config $(CONFIG) --fusions --record $(BENCH_OUT)
 	$(BIN)/python -m bench.loop_prepare --seconds 6 --record $(BENCH_OUT)
+	$(BIN)/python -m bench.event_loop --seconds 6 --record $(BENCH_OUT)
 	$(BIN)/python -m bench.report $(BENCH_OUT) --readme README.md
 
 bench-peers: install-dev $(SPLITS)/manifest.json $(PEERS)/.ready $(INFINITY)/.ready ## the service vs optimum + a pipeline, and infinity-emb, same model, c=1/8/32

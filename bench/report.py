@@ -3,7 +3,7 @@
     python -m bench.report DIR [--readme README.md]
 
 Reads DIR/http_load.json, peers.json, engine.json, engine_parallel.json, engine_cut.json,
-engine_fusions.json and loop_prepare.json
+engine_fusions.json, loop_prepare.json and event_loop.json
 (each written by its benchmark's `--record DIR`), prints every row and every ratio with its
 target and whether it is met, and with --readme replaces the part of that file between the
 two marker lines below with the same tables. A benchmark that did not record is named as
@@ -31,6 +31,7 @@ NAMES = (
     "engine_cut",
     "engine_fusions",
     "loop_prepare",
+    "event_loop",
 )
 
 
@@ -121,6 +122,12 @@ def _table(title: str, columns: list[str], rows: list[list[str]]) -> list[str]:
 
 def _num(value: float | None) -> str:
     return "" if value is None else f"{value:.1f}"
+
+
+def _rounds(runs: list[dict[str, float]]) -> tuple[str, str]:
+    """Messages per second of each round, and the mean loop CPU per message."""
+    loop = sum(x["loop_cpu_ms"] for x in runs) / max(1, len(runs))
+    return " / ".join(_num(x["rps"]) for x in runs), f"{loop:.2f}"
 
 
 def _ms(value: float | None) -> str:
@@ -238,6 +245,16 @@ def render(figures: dict[str, dict[str, Any] | None], when: str) -> str:
                 for name, by in loop["rows"].items()
             ],
         )
+    ev = figures.get("event_loop")
+    if ev:
+        lines += _table(
+            "**The event loop** (`bench/event_loop.py`: the service on uvloop, as `auto` picks, "
+            "against the same service on asyncio's loop, alternating rounds; loop CPU: the "
+            "server's main thread, per message, mean of the rounds):",
+            ["loop", "c=32 msg/s", "c=32 loop CPU ms", "c=1 msg/s", "c=1 loop CPU ms"],
+            [[name] + [cell for c in (32, 1) for cell in _rounds(by.get(str(c)) or by[c])]
+             for name, by in ev["rows"].items()],
+        )  # fmt: skip
     lines += ["| ratio | value | target | met |", "|---|---|---|---|"]
     lines += [f"| {w} | {v} | {t} | {_met(ok)} |" for w, v, t, ok in ratios(figures)]
     return "\n".join(lines) + "\n"

@@ -88,6 +88,7 @@ def serve(args: argparse.Namespace) -> int:
         factory=settings.workers > 1,
         workers=settings.workers,
         timeout_graceful_shutdown=30,
+        loop=settings.event_loop,
         http=HeaderTimeoutProtocol,  # headers slower than ST_HEADER_TIMEOUT_S: 408, closed
         host=settings.host,
         port=settings.port,

@@ -4,6 +4,7 @@ area."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -80,8 +81,17 @@ def create_app(
         metrics.model.info({"name": clf.artifact.name, "version": clf.artifact.version})
         if not settings.auth_required:
             log.warning("API keys are OFF: local use only", extra={"fields": {}})
+        # which event loop serves (ST_EVENT_LOOP; `auto` takes uvloop where it is installed)
+        loop = type(asyncio.get_running_loop()).__module__.split(".")[0]
         log.info(
-            "ready", extra={"fields": {"model": clf.artifact.name, "version": clf.artifact.version}}
+            "ready",
+            extra={
+                "fields": {
+                    "model": clf.artifact.name,
+                    "version": clf.artifact.version,
+                    "event_loop": loop,
+                }
+            },
         )
         yield
         app.state.engine = None

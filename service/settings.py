@@ -64,6 +64,12 @@ class Settings(BaseSettings):
         "per-request machinery: about 0.2 ms less per request); false: through FastAPI.",
     )
     workers: int = Field(1, ge=1, le=64, description="Server processes, each with one model.")
+    event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
+        "auto",
+        description="The server's event loop: uvloop (libuv; less of the loop's CPU per request, "
+        "bench/event_loop.py), asyncio's own, or auto: uvloop where it is installed (it is a "
+        "dependency on Linux and macOS), asyncio's elsewhere.",
+    )
     # -- auth -------------------------------------------------------------------------------
     auth_required: bool = Field(True, description="Require a bearer API key on /v1 routes.")
     api_keys: str = Field("", description="Comma-separated API keys.", repr=False)

@@ -82,7 +82,8 @@ def test_every_target_is_judged_by_its_own_direction() -> None:
 def test_rendered_tables_name_what_is_missing_and_every_row() -> None:
     text = render(figures(), "2026-12-03")
     assert (
-        "Not recorded in this run: engine_parallel, engine_cut, engine_fusions, loop_prepare."
+        "Not recorded in this run: engine_parallel, engine_cut, engine_fusions, loop_prepare, "
+        "event_loop."
     ) in text
     assert "| naive c=32 | 20.0 |" in text
     # where the CPU went, per message, beside the raw engine's (blank where not measured)
@@ -150,3 +151,15 @@ def test_the_engine_session_is_judged_against_every_fusion_at_each_batch() -> No
     text = render(fus, "2026-12-06")
     assert "| engine (SkipLayerNormFusion off) | up to 1 | 8.00 | 2 of 300 |" in text
     assert "| every fusion (onnxruntime's default) | up to 8 | 7.00 |  |" in text
+
+
+def test_the_event_loops_are_shown_round_by_round_with_their_loop_cpu() -> None:
+    def rounds(*rps: float) -> list[dict[str, float]]:
+        return [{"rps": x, "p50": 10.0, "loop_cpu_ms": 1.0 + i / 10, "model_cpu_ms": 8.0}
+                for i, x in enumerate(rps)]  # fmt: skip
+
+    ev = {"rows": {"uvloop": {"32": rounds(200.0, 210.0), "1": rounds(90.0, 95.0)},
+                   "asyncio": {"32": rounds(190.0, 195.0), "1": rounds(88.0, 91.0)}}}  # fmt: skip
+    text = render({"event_loop": ev}, "2026-12-07")
+    assert "| uvloop | 200.0 / 210.0 | 1.05 | 90.0 / 95.0 | 1.05 |" in text
+    assert "| asyncio | 190.0 / 195.0 | 1.05 | 88.0 / 91.0 | 1.05 |" in text

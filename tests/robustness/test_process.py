@@ -97,6 +97,25 @@ def test_sigterm_drains_in_flight_requests(shipped_model_dir: Path) -> None:
         httpx.get(f"{url}/healthz", timeout=2)  # new requests are refused
 
 
+@pytest.mark.parametrize("setting, loop", [("auto", "uvloop"), ("asyncio", "asyncio")])
+def test_the_server_runs_on_the_event_loop_it_is_told(
+    shipped_model_dir: Path, setting: str, loop: str
+) -> None:
+    """`auto` (the default) serves on uvloop where it is installed (a dependency on Linux);
+    `asyncio` on asyncio's own loop; either answers."""
+    pytest.importorskip("uvloop")
+    proc, url = start(shipped_model_dir, ST_EVENT_LOOP=setting)
+    try:
+        body = {"messages": [{"role": "user", "content": POLITICAL}]}
+        r = httpx.post(f"{url}/v1/classify", json=body, timeout=30)
+        assert r.status_code == 200 and r.json()["transcript"]["flags"] == EXPECTED[POLITICAL]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    ready = [x for x in proc.logs() if x.get("event") == "ready"]
+    assert len(ready) == 1 and ready[0]["event_loop"] == loop
+
+
 @pytest.mark.slow
 def test_two_workers_each_hold_a_model(shipped_model_dir: Path) -> None:
     proc, url = start(shipped_model_dir, ST_WORKERS="2")
