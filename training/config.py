@@ -121,6 +121,9 @@ class TrainConfig:
     # attention, which the fusion recognises, and int8 then runs one QAttention per layer
     # (faster on short inputs; the fused fp32 graph is checked against PyTorch like the plain one)
     fuse_attention: bool = False
+    # at export, replace int8's per-call activation scales by fixed ones read from validation
+    # windows (training/static_int8.py): a window gets the same answer alone or beside others
+    static_activations: bool = False
     # other shipped models to score on the same test split, side by side: {title: model dir}
     compare_with: dict[str, str] = field(default_factory=dict)
     # score the empath keyword baseline on the same test split

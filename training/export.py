@@ -36,6 +36,7 @@ from training.metrics import choose_thresholds, multi_hot, report
 from training.model import MultiLabelClassifier, batch_tensors, encoder_of
 from training.report import full_report, model_scores
 from training.smoothing import smooth
+from training.static_int8 import fix_model_file
 from training.train import contexts_of, select
 from training.vocab import select_ids, trim_model, trim_tokenizer
 
@@ -352,6 +353,16 @@ def export(cfg: TrainConfig) -> dict[str, Any]:
         # shape inference cannot type the outputs of onnxruntime's fused operators
         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
     )
+    static: dict[str, Any] | None = None
+    if cfg.static_activations:
+        # fixed activation scales from validation windows of both kinds, each run alone
+        cal_items = [
+            (t, c) for t, c in zip(val_cal["text"], contexts_of(val_cal, cfg), strict=True)
+        ]
+        pick_cal = pick_ds.shuffle(seed=cfg.seed).select(range(min(256, len(pick_ds))))
+        cal_items += list(zip(pick_cal["text"], contexts_of(pick_cal, cfg), strict=True))
+        static = fix_model_file(int8, [w for t, c in cal_items for w in encoder.encode(t, c)])
+        log.info("fixed activation scales: %s", static)
     q = onnx_logits(int8, inputs)
     thr = np.array([thresholds[lab] for lab in cfg.labels])
     dec_fp32 = 1 / (1 + np.exp(-got)) >= thr
@@ -388,8 +399,14 @@ def export(cfg: TrainConfig) -> dict[str, Any]:
         "languages": languages,
         "data_hash": meta["data_hash"],
         "code_version": code_version(),
-        "quantization": "int8 dynamic (onnxruntime, per-channel weights), activations smoothed",
+        "quantization": (
+            "int8 (onnxruntime, per-channel weights), activations smoothed, activation scales "
+            "fixed from validation windows"
+            if static
+            else "int8 dynamic (onnxruntime, per-channel weights), activations smoothed"
+        ),
         "graph_rewrites": rewrites,
+        **({"static_activations": static} if static else {}),
         "training": cfg.to_dict(),
     }
     (out / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False))

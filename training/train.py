@@ -163,6 +163,7 @@ _RESUME_FREE = frozenset(
         "empath_baseline",
         "calibrate",
         "fuse_attention",
+        "static_activations",
     }
 )
 

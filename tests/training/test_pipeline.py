@@ -431,3 +431,44 @@ def test_fused_attention_export_runs_qattention_and_matches_pytorch(
         scores[name] = [[s.scores[lab] for lab in clf.labels] for s in clf.score_texts(texts)]
     # both int8: each within int8 error of the same fp32 function
     assert np.allclose(scores["plain"], scores["fused"], atol=0.1)
+
+
+def test_static_activation_scales_give_a_window_the_same_score_alone_or_in_a_batch(
+    tiny_base: Path, tmp_path: Path
+) -> None:
+    """`static_activations`: the int8 graph quantizes activations with fixed scales (no
+    DynamicQuantizeLinear left), so a window scores the same alone and beside other windows,
+    which the dynamic export does not; both stay within int8 error of each other."""
+    from training.evaluate import evaluate
+    from training.export import export
+    from training.train import train
+
+    base = tiny_run(tiny_base, tmp_path, epochs=1, min_int8_agreement=0.0)
+    cfg = TrainConfig(**base, runs_dir=str(tmp_path / "runs"))
+    train(cfg)
+    evaluate(cfg)
+    export(cfg)
+    dynamic_dir = tmp_path / "dynamic"
+    (tmp_path / "models/tiny").rename(dynamic_dir)
+    export(TrainConfig(**base, runs_dir=str(tmp_path / "runs"), static_activations=True))
+    static_dir = tmp_path / "models/tiny"
+
+    ops = {n.op_type for n in onnx.load(str(static_dir / "model.onnx")).graph.node}
+    assert "DynamicQuantizeLinear" not in ops and "QuantizeLinear" in ops
+    config = json.loads((static_dir / "config.json").read_text())
+    assert config["static_activations"]["fixed"] > 0 and "fixed" in config["quantization"]
+
+    texts = ["i have a headache", "best hiking boots for rocky trails", "our church choir",
+             "who should i vote for", "a long message about the weather " * 3]  # fmt: skip
+    moved = {}
+    for name, folder in (("dynamic", dynamic_dir), ("static", static_dir)):
+        clf = load_classifier(Settings(model_dir=folder, auth_required=False))
+        windows = [w for ws in clf.encode_items(texts) for w in ws]
+        alone = np.concatenate([clf.run([w]) for w in windows])
+        clf.CALL_COST_TOKENS = 10_000  # a cut that puts every window in one call
+        together = clf.run(windows)
+        moved[name] = float(np.abs(alone - together).max())
+        scores = [[s.scores[lab] for lab in clf.labels] for s in clf.score_texts(texts)]
+        moved[name + " scores"] = scores
+    assert moved["static"] < 1e-5 < moved["dynamic"]
+    assert np.allclose(moved["dynamic scores"], moved["static scores"], atol=0.15)
