@@ -276,6 +276,38 @@ def test_model_calls_run_at_once_up_to_model_runs() -> None:
     asyncio.run(main())
 
 
+def test_one_window_per_model_call_gives_every_window_its_score_alone(
+    classifier: Classifier,
+) -> None:
+    """`ST_BATCH_MAX_WINDOWS=1`: concurrent requests never share a model call, nor do the
+    windows of one long request, so under any load each window gets exactly the score it gets
+    alone (with shared calls the int8 model's per-call activation scale moves a few; README,
+    "Batch-mates")."""
+    texts = [
+        "I was diagnosed with type 2 diabetes last month.",
+        "Recommend hiking boots for rocky trails",
+        "نصلي الجمعة في المسجد القريب من البيت",
+        "Qui devrait gagner les prochaines élections ? " * 30,  # several windows
+        "ok",
+    ]
+    requests = classifier.encode_items(texts)
+    assert max(len(r) for r in requests) > 1
+
+    async def main() -> list[np.ndarray]:
+        batcher = MicroBatcher(classifier.run, max_windows=1, wait_ms=5, runs=2)
+        batcher.start()
+        try:
+            with batcher.caller(), batcher.caller():
+                return await asyncio.gather(*(batcher.submit(r) for r in requests * 3))
+        finally:
+            await batcher.stop()
+
+    got = asyncio.run(main())
+    for windows, probs in zip(requests * 3, got, strict=True):
+        alone = np.concatenate([classifier.run([w]) for w in windows])
+        assert np.array_equal(probs, alone)
+
+
 def test_one_big_request_runs_its_parts_side_by_side() -> None:
     """One request of many windows is cut into a part per model run, run at once on the
     workers (each call waits at a barrier that only opens with two calls inside: queued one
