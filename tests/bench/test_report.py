@@ -163,3 +163,13 @@ def test_the_event_loops_are_shown_round_by_round_with_their_loop_cpu() -> None:
     text = render({"event_loop": ev}, "2026-12-07")
     assert "| uvloop | 200.0 / 210.0 | 1.05 | 90.0 / 95.0 | 1.05 |" in text
     assert "| asyncio | 190.0 / 195.0 | 1.05 | 88.0 / 91.0 | 1.05 |" in text
+
+
+def test_the_header_names_the_cpu_and_its_int8_instructions() -> None:
+    from bench.report import cpu_model
+
+    vnni = "model name\t: Intel Xeon\nflags\t\t: fpu avx2 avx512f avx512_vnni\n"
+    avx2 = "model name\t: AMD EPYC\nflags\t\t: fpu avx avx2\n"
+    assert cpu_model(vnni) == "Intel Xeon, AVX-512 VNNI"
+    assert cpu_model(avx2) == "AMD EPYC, AVX2, no AVX-512 VNNI"
+    assert cpu_model() in render({}, "2026-12-07")
