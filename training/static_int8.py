@@ -196,6 +196,12 @@ def rewrite_model_dir(cfg: Any) -> dict[str, Any]:
     from training.train import contexts_of, select
 
     out = cfg.model_dir
+    shipped = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    if shipped.get("version") == cfg.version:
+        raise ValueError(
+            f"{out} is already version {cfg.version}: the rewritten model scores differently, "
+            "so give it a new version in the config first"
+        )
     splits = load_splits(resolve(cfg.splits_dir))
     windows = calibration_windows(out, splits, cfg)
     # what the fixed scales change: window decisions on the test split, each window alone,

@@ -472,3 +472,17 @@ def test_static_activation_scales_give_a_window_the_same_score_alone_or_in_a_bat
         moved[name + " scores"] = scores
     assert moved["static"] < 1e-5 < moved["dynamic"]
     assert np.allclose(moved["dynamic scores"], moved["static scores"], atol=0.15)
+
+
+def test_rewriting_a_shipped_model_with_fixed_scales_asks_for_a_new_version(
+    tmp_path: Path,
+) -> None:
+    """The rewrite changes scores, so it refuses to keep the version the directory has."""
+    from training.static_int8 import rewrite_model_dir
+
+    folder = tmp_path / "models" / "tiny"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"name": "tiny", "version": "1.0.0"}))
+    cfg = TrainConfig(name="tiny", version="1.0.0", models_dir=str(tmp_path / "models"))
+    with pytest.raises(ValueError, match="new version"):
+        rewrite_model_dir(cfg)
