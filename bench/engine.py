@@ -8,7 +8,8 @@ and the shipped model directory models/<name>/. Prints throughput and ratios.
 With --previous (a model directory, e.g. the last shipped version taken out of git history):
 both model directories through the service's scoring core on the same test-split messages,
 each read after the turns before it as that model reads them (a model that reads more context
-pays for it here), at batch 1 and 32; ratio of the new to the previous (target >= 0.90).
+pays for it here), at batch 1 and 32, in 4 alternating rounds; ratio of the new to the
+previous (target >= 0.90).
 """
 
 from __future__ import annotations
@@ -250,8 +251,10 @@ def fusions(cfg: TrainConfig, rounds: int = 3, record: str | None = None) -> Non
     save(record, "engine_fusions", {"windows": len(seqs), "rows": rows})
 
 
-def compare(cfg: TrainConfig, previous: Path, seconds: float) -> None:
-    """The shipped model against a previous model directory, same messages, same core."""
+def compare(cfg: TrainConfig, previous: Path, seconds: float, rounds: int = 4) -> None:
+    """The shipped model against a previous model directory, same messages, same core, in
+    alternating rounds (the order flips every round, so that a machine that drifts during the
+    run favours neither); the ratio is of the rounds' summed rates."""
     from service.artifact import ModelArtifact
     from service.classifier import Classifier
 
@@ -260,29 +263,32 @@ def compare(cfg: TrainConfig, previous: Path, seconds: float) -> None:
     texts = [r["text"] for r in rows]
     print(
         f"{len(texts)} test-split messages (mean {np.mean([len(t) for t in texts]):.0f}"
-        " characters), each read after the turns before it"
+        f" characters), each read after the turns before it; {rounds} alternating rounds"
     )
-    rates: dict[tuple[str, int], float] = {}
+    models: list[tuple[str, Classifier, list[str]]] = []
     for title, path in (("previous", previous), ("shipped", cfg.model_dir)):
         clf = Classifier(ModelArtifact.load(path), threads=2)
         contexts = [clf.encoder.context([(a, b) for a, b in r["history"]]) for r in rows]
-        label = f"{title} {clf.artifact.name} {clf.artifact.version}"
-        for batch in (1, 32):
-            k = 0
+        models.append((f"{title} {clf.artifact.name} {clf.artifact.version}", clf, contexts))
+    rates: dict[tuple[str, int], list[float]] = {(m[0], b): [] for m in models for b in (1, 32)}
+    for r in range(rounds):
+        for label, clf, contexts in models if r % 2 == 0 else models[::-1]:
+            for batch in (1, 32):
+                k = 0
 
-            def run(clf: Classifier = clf, contexts: list[str] = contexts, b: int = batch) -> None:
-                nonlocal k
-                i = (k * b) % len(texts)
-                k += 1
-                clf.score_texts(texts[i : i + b], contexts[i : i + b])
+                def run(clf: Classifier = clf, ctx: list[str] = contexts, b: int = batch) -> None:
+                    nonlocal k
+                    i = (k * b) % len(texts)
+                    k += 1
+                    clf.score_texts(texts[i : i + b], ctx[i : i + b])
 
-            rates[(label, batch)] = rate(run, batch, seconds)
-    print(f"{'model':<28}{'batch':>6}{'msg/s':>10}")
-    for (label, batch), r in rates.items():
-        print(f"{label:<28}{batch:>6}{r:>10.1f}")
-    (prev, new) = sorted({label for label, _ in rates}, key=lambda x: not x.startswith("prev"))
+                rates[(label, batch)].append(rate(run, batch, max(1.0, seconds / 2)))
+    print(f"{'model':<28}{'batch':>6}  msg/s by round")
+    for (label, batch), by in rates.items():
+        print(f"{label:<28}{batch:>6}  " + " / ".join(f"{x:.1f}" for x in by))
+    prev, new = models[0][0], models[1][0]
     for batch in (1, 32):
-        ratio = rates[(new, batch)] / rates[(prev, batch)]
+        ratio = sum(rates[(new, batch)]) / sum(rates[(prev, batch)])
         met = "yes" if ratio >= 0.90 else "no"
         print(f"shipped / previous at batch {batch}: {ratio:.2f} (target >= 0.90, met: {met})")
 
