@@ -240,7 +240,8 @@ def render(figures: dict[str, dict[str, Any] | None], when: str) -> str:
         lines += _table(
             f"**Cut into model calls** (`bench/engine.py --cut`, {cut['cores']} calls at once, "
             "windows arriving together as concurrent requests do; the greedy cut is the one "
-            "before):",
+            "before; one window per call shares nothing, so the shipped cut against it is what "
+            "sharing calls is worth on this machine):",
             ["cut", "windows together", "msg/s"],
             [[r["cut"], str(r["together"]), _num(r["msg_s"])] for r in cut["rows"]],
         )

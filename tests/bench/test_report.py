@@ -126,12 +126,15 @@ def test_the_cut_is_judged_against_the_one_before_at_each_group_size() -> None:
         {"cut": "least cost (shipped)", "together": 8, "msg_s": 150.0},
         {"cut": "greedy (before)", "together": 32, "msg_s": 200.0},
         {"cut": "least cost (shipped)", "together": 32, "msg_s": 190.0},
+        {"cut": "one window per call", "together": 1, "msg_s": 170.0},
     ]
     got = {w: (v, ok) for w, v, _, ok in ratios({"engine_cut": {"cores": 2, "rows": rows}})}
     assert got["least-cost cut / greedy cut, 8 windows together"] == ("1.50", True)
     assert got["least-cost cut / greedy cut, 32 windows together"] == ("0.95", False)
+    assert len(got) == 2  # no sharing at all is shown, not judged (no target says how much)
     text = render({"engine_cut": {"cores": 2, "rows": rows}}, "2026-12-04")
     assert "| least cost (shipped) | 8 | 150.0 |" in text
+    assert "| one window per call | 1 | 170.0 |" in text
 
 
 def test_the_engine_session_is_judged_against_every_fusion_at_each_batch() -> None:
