@@ -486,3 +486,54 @@ def test_rewriting_a_shipped_model_with_fixed_scales_asks_for_a_new_version(
     cfg = TrainConfig(name="tiny", version="1.0.0", models_dir=str(tmp_path / "models"))
     with pytest.raises(ValueError, match="new version"):
         rewrite_model_dir(cfg)
+
+
+def test_a_checkpoint_read_back_from_the_int8_graph_scores_as_the_run_did(
+    tiny_base: Path, tmp_path: Path
+) -> None:
+    """`training.from_onnx`: the shipped graph's weights (dequantized, smoothing undone) in a
+    checkpoint that loads like a run's: biases and layer norms exactly the run's, every linear
+    weight within int8 rounding of it, logits close; and `init_from` starts a run from it."""
+    import torch
+
+    from training.evaluate import evaluate
+    from training.export import export
+    from training.from_onnx import checkpoint_from_graph
+    from training.model import MultiLabelClassifier
+    from training.train import train
+
+    base = tiny_run(tiny_base, tmp_path, epochs=1, min_int8_agreement=0.0)
+    cfg = TrainConfig(**base, runs_dir=str(tmp_path / "runs"))
+    train(cfg)
+    evaluate(cfg)
+    export(cfg)
+    graph = onnx.load(str(tmp_path / "models/tiny/model.onnx")).graph
+    assert any(n.name.endswith("/smooth") for n in graph.node)  # smoothing to undo is there
+
+    meta = checkpoint_from_graph(tmp_path / "models/tiny", tmp_path / "back")
+    run, tok, _ = MultiLabelClassifier.load(tmp_path / "runs/tiny/checkpoint")
+    back, _, _ = MultiLabelClassifier.load(tmp_path / "back")
+    assert meta["from_graph"]["weights_from_base"] == []  # embeddings trained: from the graph
+    ran, got = run.state_dict(), back.state_dict()
+    assert ran.keys() == got.keys()
+    for name, value in ran.items():
+        if name.endswith(("bias", "LayerNorm.weight")):
+            assert torch.equal(value, got[name]), name
+        else:  # int8 rounding (per column of the smoothed weight, per embedding table)
+            rel = ((value - got[name]).norm() / value.norm()).item()
+            assert rel < 0.02, (name, rel)
+    enc = tok(["my doctor says my blood pressure is too high", "best pizza near me"],
+              return_tensors="pt", padding=True)  # fmt: skip
+    with torch.no_grad():
+        a = run(enc["input_ids"], enc["attention_mask"])
+        b = back(enc["input_ids"], enc["attention_mask"])
+    assert torch.allclose(a, b, atol=0.05)
+    # a second stage starts from it like from a run's checkpoint
+    still = {"learning_rate": 0.0, "head_learning_rate": 0.0, "dropout": 0.0}
+    train(
+        TrainConfig(
+            **{**base, **still}, runs_dir=str(tmp_path / "s"), init_from=str(tmp_path / "back")
+        )
+    )
+    kept, _, _ = MultiLabelClassifier.load(tmp_path / "s/tiny/checkpoint")
+    assert all(torch.equal(v, kept.state_dict()[k]) for k, v in got.items())
