@@ -77,6 +77,11 @@ class TrainConfig:
     # a run that goes on from a finished one (init_from), whose head then learns to read the
     # lower layer's output
     encoder_layers: int = 0
+    # what the head reads: "all" = the mean of every token (the message and the turns read
+    # before it), "message" = the mean of the message's own tokens only (up to the first
+    # separator; the context still reaches them through attention), so that a short message
+    # after long health talk is not judged mostly by the context's token vectors
+    pool: str = "all"
     # positive-class weight per label in the loss; "auto" = sqrt(negatives / positives)
     class_weights: str | dict[str, float] = "auto"
     # stop when validation macro-F1 has not improved for this many epochs

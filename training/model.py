@@ -1,4 +1,5 @@
-"""The multi-label classifier: a transformer encoder, mean pooling and one logit per label."""
+"""The multi-label classifier: a transformer encoder, mean pooling (of every token or of the
+message's own) and one logit per label."""
 
 from __future__ import annotations
 
@@ -12,11 +13,21 @@ from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 from service.classifier import TextEncoder
 from training.config import TrainConfig
 
+POOLS = ("all", "message")
+
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Average the token vectors that the attention mask keeps."""
     m = mask.unsqueeze(-1).to(hidden.dtype)
     return (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1e-6)
+
+
+def message_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor, sep: int) -> torch.Tensor:
+    """The attention mask cut to the message: every token up to and including the first `sep`
+    (the encoder reads "<s> message </s></s> context </s>"); a row without context keeps all."""
+    is_sep = (input_ids == sep).to(torch.int64)
+    before = is_sep.cumsum(dim=-1) - is_sep  # separators strictly before each position
+    return attention_mask * (before == 0).to(attention_mask.dtype)
 
 
 class MultiLabelClassifier(nn.Module):
@@ -27,6 +38,20 @@ class MultiLabelClassifier(nn.Module):
         self.encoder = encoder
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(hidden_size, num_labels)
+        # the separator token that ends the message, when the head reads the message's tokens
+        # only (pool "message"); None: the head reads every token
+        self.message_sep: int | None = None
+
+    def set_pool(self, pool: str, sep_token_id: int | None) -> None:
+        """Choose what the head reads (`training.config.TrainConfig.pool`)."""
+        if pool not in POOLS:
+            raise ValueError(f"pool={pool!r}: one of {POOLS}")
+        if pool == "all":
+            self.message_sep = None
+        elif sep_token_id is None:
+            raise ValueError("pool='message' needs a tokenizer with a separator token")
+        else:
+            self.message_sep = int(sep_token_id)
 
     @classmethod
     def from_base(
@@ -38,7 +63,10 @@ class MultiLabelClassifier(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         out = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
-        pooled = mean_pool(out.last_hidden_state, attention_mask)
+        keep = attention_mask
+        if self.message_sep is not None:
+            keep = message_mask(input_ids, attention_mask, self.message_sep)
+        pooled = mean_pool(out.last_hidden_state, keep)
         logits: torch.Tensor = self.head(self.dropout(pooled))
         return logits
 
@@ -90,6 +118,9 @@ class MultiLabelClassifier(nn.Module):
         model = cls(encoder, encoder.config.hidden_size, head["weight"].shape[0])
         model.head.load_state_dict(head)
         tokenizer = AutoTokenizer.from_pretrained(path / "encoder")
+        config = meta.get("config")
+        pool = str(config.get("pool", "all")) if isinstance(config, dict) else "all"
+        model.set_pool(pool, tokenizer.sep_token_id)
         return model.eval(), tokenizer, meta
 
 

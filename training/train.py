@@ -259,6 +259,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
         model.encoder.get_input_embeddings().weight.requires_grad_(False)
     model.keep_lower(cfg.encoder_layers)
     model.freeze_lower(cfg.freeze_layers)
+    model.set_pool(cfg.pool, tok.sep_token_id)
     steps_per_epoch = math.ceil(len(train_ds) / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
     if cfg.max_steps:

@@ -106,3 +106,5 @@ def trim_model(model: MultiLabelClassifier, keep: list[int]) -> None:
     )
     model.encoder.set_input_embeddings(new)
     model.encoder.config.vocab_size = len(keep)
+    if model.message_sep is not None:  # the separator that ends the message, renumbered
+        model.message_sep = keep.index(model.message_sep)

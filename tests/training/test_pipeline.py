@@ -537,3 +537,52 @@ def test_a_checkpoint_read_back_from_the_int8_graph_scores_as_the_run_did(
     )
     kept, _, _ = MultiLabelClassifier.load(tmp_path / "s/tiny/checkpoint")
     assert all(torch.equal(v, kept.state_dict()[k]) for k, v in got.items())
+
+
+def test_a_run_pooling_the_message_reads_its_head_from_the_messages_own_tokens(
+    tiny_base: Path, tmp_path: Path
+) -> None:
+    """`pool: "message"`: the head reads the mean of the message's tokens (up to the first
+    separator; the context after it still reaches them through attention): a message read
+    alone scores as with every token pooled, one read after context does not; the setting
+    travels with the checkpoint and the model directory, the exported graph computes the same
+    pooling (the export's 1e-3 check on items with context), and an unknown pool is refused."""
+    import torch
+
+    from training.evaluate import evaluate
+    from training.export import export
+    from training.model import MultiLabelClassifier, mean_pool
+    from training.train import train
+
+    context = {"context_chars": 120, "context_turns": 2}
+    base = tiny_run(tiny_base, tmp_path, epochs=1, min_int8_agreement=0.0, **context)
+    cfg = TrainConfig(**base, runs_dir=str(tmp_path / "runs"), pool="message")
+    train(cfg)
+    evaluate(cfg)
+    metrics = export(cfg)
+    assert metrics["export"]["max_logit_diff_fp32_vs_pytorch"] <= 1e-3
+    shipped = json.loads((tmp_path / "models/tiny/config.json").read_text())
+    assert shipped["training"]["pool"] == "message"
+
+    model, tok, _ = MultiLabelClassifier.load(tmp_path / "runs/tiny/checkpoint")
+    assert model.message_sep == tok.sep_token_id
+    pair = tok(["yeah me too"], ["user: i was told i have diabetes"], return_tensors="pt")
+    alone = tok(["yeah me too"], return_tensors="pt")
+    ids, mask = pair["input_ids"], pair["attention_mask"]
+    first_sep = int((ids[0] == tok.sep_token_id).nonzero()[0])
+    with torch.no_grad():
+        got = model(ids, mask)
+        hidden = model.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        by_hand = model.head(hidden[:, : first_sep + 1].mean(dim=1))
+        every = model.head(mean_pool(hidden, mask))
+        lone = model(alone["input_ids"], alone["attention_mask"])
+        model.set_pool("all", tok.sep_token_id)
+        lone_all = model(alone["input_ids"], alone["attention_mask"])
+        pair_all = model(ids, mask)
+    assert torch.allclose(got, by_hand, atol=1e-5)
+    assert torch.allclose(pair_all, every, atol=1e-5)
+    assert not torch.allclose(got, every, atol=1e-4)  # the context's tokens are left out
+    assert torch.allclose(lone, lone_all, atol=1e-6)  # nothing to leave out
+
+    with pytest.raises(ValueError, match="pool='middle'"):
+        train(TrainConfig(**base, runs_dir=str(tmp_path / "x"), pool="middle"))

@@ -86,3 +86,27 @@ def test_trimmed_model_scores_kept_texts_identically() -> None:
     assert torch.allclose(before, after, atol=1e-5)
     assert model.encoder.config.vocab_size == len(keep)
     assert json.loads(small_json)["model"]["unk_id"] in small.encode("жук")[0]
+
+
+def test_a_model_pooling_the_message_keeps_its_scores_and_its_separator_when_trimmed() -> None:
+    """A model whose head reads the message's tokens only (pool "message") scores messages
+    read after context as before trimming, and its separator follows the renumbering."""
+    full_json = unigram_tokenizer()
+    n_full = len(json.loads(full_json)["model"]["vocab"])
+    model = tiny_model(n_full)
+    model.set_pool("message", 2)
+    keep = select_ids(full_json, CORPUS[:4], budget=60)
+    texts, contexts = CORPUS[:4], ["user: " + c for c in reversed(CORPUS[:4])]
+    full = TextEncoder(full_json, 48, context_chars=120, context_turns=2)
+    assert all(full.encode(t, c)[0].count(2) == 3 for t, c in zip(texts, contexts, strict=True))
+    before = model(*batch_tensors(full, texts, contexts, 1))
+    trim_model(model, keep)
+    small = TextEncoder(trim_tokenizer(full_json, keep), 48, context_chars=120, context_turns=2)
+    after = model(*batch_tensors(small, texts, contexts, 1))
+    assert torch.allclose(before, after, atol=1e-5)
+    assert model.message_sep == 2  # the specials come first: their ids stay
+
+    moved = tiny_model(n_full)
+    moved.set_pool("message", 7)
+    trim_model(moved, [0, 1, 2, 3, 5, 7, 9])
+    assert moved.message_sep == 5
