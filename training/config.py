@@ -46,6 +46,10 @@ class TrainConfig:
     ablations: str = ""
     # targets pulled towards 0.5 by this much (0 = hard 0/1 targets)
     label_smoothing: float = 0.0
+    # focal loss: each label's loss on each item scaled by (1 - p_t) ** focal_gamma, where p_t is
+    # the probability the model gives the target (0 = plain cross-entropy): items the model
+    # already gets right with confidence weigh less, the confident mistakes keep their weight
+    focal_gamma: float = 0.0
     # fit one temperature per label on the selection split at export (calibrated scores)
     calibrate: bool = False
     # characters of context read with a message (0 = every message is read alone): with

@@ -87,6 +87,27 @@ def pos_weights(cfg: TrainConfig, y: np.ndarray) -> torch.Tensor:
     return torch.tensor(np.sqrt((len(y) - pos) / pos), dtype=torch.float32)
 
 
+class FocalBCE(torch.nn.Module):
+    """Binary cross-entropy with logits, per label, each term scaled by (1 - p_t) ** gamma
+    (p_t: the probability given to the target; soft targets allowed): gamma 0 is
+    `torch.nn.BCEWithLogitsLoss` with the same positive weights."""
+
+    def __init__(self, pos_weight: torch.Tensor, gamma: float) -> None:
+        super().__init__()
+        self.pos_weight = pos_weight
+        self.gamma = gamma
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        terms = torch.nn.functional.binary_cross_entropy_with_logits(
+            logits, target, pos_weight=self.pos_weight, reduction="none"
+        )
+        if self.gamma:
+            p = torch.sigmoid(logits)
+            p_t = p * target + (1 - p) * (1 - target)
+            terms = terms * (1 - p_t).pow(self.gamma)
+        return terms.mean()
+
+
 def length_grouped_batches(
     texts: list[str], batch_size: int, rng: np.random.Generator
 ) -> list[np.ndarray]:
@@ -286,7 +307,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     ]
     opt = torch.optim.AdamW(groups, lr=cfg.learning_rate)
     sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * total), total)
-    loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weights(cfg, y_train))
+    loss_fn = FocalBCE(pos_weights(cfg, y_train), cfg.focal_gamma)
 
     # -- loop ---------------------------------------------------------------------------------
     texts = list(train_ds["text"])
