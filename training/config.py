@@ -117,6 +117,14 @@ class TrainConfig:
     # head start this run instead of the base model and a new head: a second stage that goes
     # on from a finished run with its own data mix and learning-rate schedule ("" = none)
     init_from: str = ""
+    # a checkpoint folder (as `init_from` takes, e.g. the shipped model read back with
+    # `training.from_onnx`) whose scores the run also learns from (knowledge distillation,
+    # "" = none): the loss is (1 - distill) * the label loss + distill * plain cross-entropy
+    # against the teacher's probabilities on the same window. The teacher reads the run's token
+    # ids, so it must share the run's tokenizer; a shallower, cheaper student keeps more of the
+    # teacher's judgement than the labels alone give it
+    teacher: str = ""
+    distill: float = 0.5
     # times each train example of these kinds is seen per epoch, after the mix above (e.g.
     # {"transcript": 2}: the authored conversations, whose late turns are sensitive through
     # the turns before, weigh more against the many short real chat replies labelled none)

@@ -108,6 +108,42 @@ class FocalBCE(torch.nn.Module):
         return terms.mean()
 
 
+def distilled_loss(
+    loss_fn: torch.nn.Module,
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    teacher: torch.Tensor | None,
+    weight: float,
+) -> torch.Tensor:
+    """The label loss, and with a teacher (`TrainConfig.teacher`) its share `weight` given to
+    plain cross-entropy against the teacher's probabilities: no positive weights on that part,
+    so that alone it is least where the student's probabilities are the teacher's."""
+    loss = loss_fn(logits, target)
+    if teacher is None:
+        return loss
+    soft = torch.nn.functional.binary_cross_entropy_with_logits(logits, teacher)
+    return (1 - weight) * loss + weight * soft
+
+
+def load_teacher(cfg: TrainConfig, tok: Any) -> MultiLabelClassifier | None:
+    """The frozen teacher of a distilled run (`TrainConfig.teacher`), or None."""
+    if not cfg.teacher:
+        return None
+    if not 0.0 <= cfg.distill <= 1.0:
+        raise ValueError(f"distill={cfg.distill}: a share between 0 and 1")
+    teacher, teacher_tok, _ = MultiLabelClassifier.load(resolve(cfg.teacher))
+    if teacher_tok.get_vocab() != tok.get_vocab():
+        raise ValueError(f"teacher={cfg.teacher!r}: its tokenizer is not the run's")
+    if teacher.head.out_features != len(cfg.labels):
+        raise ValueError(
+            f"teacher={cfg.teacher!r}: its head has {teacher.head.out_features} labels, "
+            f"the config {len(cfg.labels)}"
+        )
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher.eval()
+
+
 def length_grouped_batches(
     texts: list[str], batch_size: int, rng: np.random.Generator
 ) -> list[np.ndarray]:
@@ -308,6 +344,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     opt = torch.optim.AdamW(groups, lr=cfg.learning_rate)
     sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * total), total)
     loss_fn = FocalBCE(pos_weights(cfg, y_train), cfg.focal_gamma)
+    teacher = load_teacher(cfg, tok)
 
     # -- loop ---------------------------------------------------------------------------------
     texts = list(train_ds["text"])
@@ -418,7 +455,12 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
             target = torch.from_numpy(y_train[idx])
             if cfg.label_smoothing:  # soft targets: eps/2 and 1 - eps/2 (against over-confidence)
                 target = target * (1 - cfg.label_smoothing) + cfg.label_smoothing / 2
-            loss = loss_fn(logits, target)
+            if teacher is not None:
+                with torch.no_grad():
+                    taught: torch.Tensor | None = torch.sigmoid(teacher(ids, mask))
+            else:
+                taught = None
+            loss = distilled_loss(loss_fn, logits, target, taught, cfg.distill)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()

@@ -1,10 +1,10 @@
-"""The training loss: cross-entropy per label, optionally focal."""
+"""The training loss: cross-entropy per label, optionally focal, optionally distilled."""
 
 from __future__ import annotations
 
 import torch
 
-from training.train import FocalBCE
+from training.train import FocalBCE, distilled_loss
 
 
 def test_focal_gamma_zero_is_plain_weighted_cross_entropy() -> None:
@@ -33,3 +33,31 @@ def test_focal_loss_scales_each_term_by_how_wrong_the_model_is() -> None:
     plain_right, plain_wrong = terms[0, 0], terms[1, 0]
     assert right / plain_right < 0.02  # confident and right: about (1 - 0.94) ** 2
     assert wrong / plain_wrong > 0.8  # confident and wrong: about (1 - 0.07) ** 2
+
+
+def test_without_a_teacher_the_loss_is_the_label_loss() -> None:
+    torch.manual_seed(1)
+    logits, target = torch.randn(6, 3), (torch.rand(6, 3) > 0.5).float()
+    loss_fn = FocalBCE(torch.tensor([3.0, 1.0, 2.0]), 0.0)
+    assert torch.equal(distilled_loss(loss_fn, logits, target, None, 0.5), loss_fn(logits, target))
+
+
+def test_distillation_gives_its_share_to_unweighted_cross_entropy_against_the_teacher() -> None:
+    """(1 - w) * the weighted label loss + w * plain cross-entropy to the teacher's
+    probabilities; alone (w = 1) it is least where the student says what the teacher says,
+    whatever weights the label loss gives positives."""
+    torch.manual_seed(2)
+    logits, target = torch.randn(6, 3), (torch.rand(6, 3) > 0.5).float()
+    teacher = torch.rand(6, 3)
+    loss_fn = FocalBCE(torch.tensor([3.0, 1.0, 2.0]), 0.0)
+    soft = torch.nn.functional.binary_cross_entropy(torch.sigmoid(logits), teacher)
+    mixed = distilled_loss(loss_fn, logits, target, teacher, 0.3)
+    assert torch.allclose(mixed, 0.7 * loss_fn(logits, target) + 0.3 * soft, atol=1e-6)
+    at_teacher = torch.logit(teacher).requires_grad_(True)
+    distilled_loss(loss_fn, at_teacher, target, teacher, 1.0).backward()
+    assert at_teacher.grad is not None
+    assert at_teacher.grad.abs().max() < 1e-6
+    # the label loss alone, with its positive weights, pulls those same logits away
+    moved = torch.logit(teacher).requires_grad_(True)
+    distilled_loss(loss_fn, moved, target, teacher, 0.0).backward()
+    assert moved.grad is not None and moved.grad.abs().max() > 1e-2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -586,3 +587,55 @@ def test_a_run_pooling_the_message_reads_its_head_from_the_messages_own_tokens(
 
     with pytest.raises(ValueError, match="pool='middle'"):
         train(TrainConfig(**base, runs_dir=str(tmp_path / "x"), pool="middle"))
+
+
+def test_a_distilled_run_learns_the_teachers_scores(tiny_base: Path, tmp_path: Path) -> None:
+    """With a `teacher`, the run learns the teacher's probabilities on its windows: taught by a
+    teacher that calls every text health (distill 1.0), a student calls the texts without
+    health health as well, where the same run on the labels does not; a teacher with another
+    tokenizer, or a share outside [0, 1], is refused."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from training.model import MultiLabelClassifier, make_encoder, predict_logits
+    from training.train import train
+
+    base = tiny_run(tiny_base, tmp_path, epochs=1, learning_rate=1e-3, warmup_ratio=0.0)
+    train(TrainConfig(**base, runs_dir=str(tmp_path / "first")))
+    teacher_dir = tmp_path / "teacher"
+    shutil.copytree(tmp_path / "first/tiny/checkpoint", teacher_dir)
+    # the teacher: health 0.9, religion and politics 0.1, whatever the text
+    head = {"weight": torch.zeros(3, 32), "bias": torch.tensor([2.2, -2.2, -2.2])}
+    torch.save(head, teacher_dir / "head.pt")
+    no_health = [t for t, labels in TINY if "health" not in labels]
+
+    def health(folder: Path) -> float:
+        model, tok, _ = MultiLabelClassifier.load(folder)
+        enc = make_encoder(tok, TrainConfig(**base))
+        logits = predict_logits(model, enc, no_health, [""] * len(no_health), 0)
+        return float(torch.sigmoid(logits)[:, 0].mean())
+
+    student = {**base, "epochs": 3, "learning_rate": 1e-2, "head_learning_rate": 1e-2}
+    train(TrainConfig(**student, runs_dir=str(tmp_path / "labels")))
+    train(
+        TrainConfig(
+            **student, runs_dir=str(tmp_path / "taught"), teacher=str(teacher_dir), distill=1.0
+        )
+    )
+    on_labels, taught = (
+        health(tmp_path / "labels/tiny/checkpoint"),
+        health(tmp_path / "taught/tiny/checkpoint"),
+    )
+    assert taught > 0.7 and taught > on_labels + 0.2, (taught, on_labels)
+
+    other = tmp_path / "other-tokenizer"
+    shutil.copytree(teacher_dir, other)
+    tok = AutoTokenizer.from_pretrained(other / "encoder")
+    tok.add_tokens(["zzqx"])
+    tok.save_pretrained(other / "encoder")
+    with pytest.raises(ValueError, match="its tokenizer is not the run's"):
+        train(TrainConfig(**base, runs_dir=str(tmp_path / "x"), teacher=str(other)))
+    with pytest.raises(ValueError, match="a share between 0 and 1"):
+        train(
+            TrainConfig(**base, runs_dir=str(tmp_path / "y"), teacher=str(teacher_dir), distill=2)
+        )
