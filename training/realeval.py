@@ -67,6 +67,11 @@ def judge(
     t = np.array([thr[lab] for lab in labels], np.float32)
     flagged = (p >= t).any(axis=1)
     neg = y.sum(axis=1) == 0
+    # per label, the share of the items without it that get it (false flags, label by label)
+    rep["false_flag_rate"] = {
+        lab: float((p[:, j] >= t[j])[y[:, j] == 0].mean()) if (y[:, j] == 0).any() else 0.0
+        for j, lab in enumerate(labels)
+    }
     rep["not_sensitive"] = int(neg.sum())
     rep["not_sensitive_flagged"] = float(flagged[neg].mean()) if neg.any() else 0.0
     rep["confident_false_positives"] = int(((p >= 0.9) & (y == 0)).sum())

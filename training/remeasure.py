@@ -1,6 +1,7 @@
 """Score a model directory again, as the service's scoring core runs it now, and rewrite what
 depends on that: the int8 test report (per language, robustness, comparisons), the real test,
-the languages the model supports, the runtime the figures hold for, the model card.
+the languages the model supports, the real check (added when the data has it), the runtime the
+figures hold for, the model card.
 
 Weights, thresholds and temperatures stay as exported; so do the export-time checks (fp32
 against PyTorch, int8 against fp32, smoothing), which need the run's checkpoint. Use it when
@@ -20,7 +21,7 @@ from training import realeval
 from training.card import write_card
 from training.config import TrainConfig, cli, resolve
 from training.data import load_splits
-from training.export import real_test_summary, runtime, supported_languages
+from training.export import real_check_summary, real_test_summary, runtime, supported_languages
 from training.report import full_report
 from training.train import select
 
@@ -45,6 +46,10 @@ def remeasure(cfg: TrainConfig) -> dict[str, Any]:
             realeval.evaluate(out, "real_test", resolve(cfg.splits_dir))
         )
         config.update(supported_languages(metrics["real_test"]))
+    if (resolve(cfg.splits_dir) / "real_check.parquet").exists():  # a check the data gained
+        metrics["real_check"] = real_check_summary(
+            realeval.evaluate(out, "real_check", resolve(cfg.splits_dir))
+        )
     metrics["runtime"] = runtime()
     if cfg.ablations:
         metrics["ablations"] = json.loads(resolve(cfg.ablations).read_text(encoding="utf-8"))

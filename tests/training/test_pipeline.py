@@ -54,7 +54,7 @@ def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def write_splits(folder: Path) -> None:
     folder.mkdir(parents=True)
-    for split in ("train", "validation", "test", "real_validation", "real_test"):
+    for split in ("train", "validation", "test", "real_validation", "real_test", "real_check"):
         rows = [
             {
                 "id": f"{split}-{i}",
@@ -156,8 +156,15 @@ def test_tiny_model_whole_road(tiny_base: Path, tmp_path: Path) -> None:
     lo, hi = metrics["real_test"]["macro_f1_interval"]
     assert lo <= metrics["real_test"]["macro_f1"] <= hi
     assert len(metrics["real_test"]["per_language"]["en"]["macro_f1_interval"]) == 2
+    # the real check is reported beside the real test, per language and label with positives
+    assert metrics["real_check"]["n"] == len(TINY)
+    assert set(metrics["real_check"]["per_language"]) == {"en"}
+    health = metrics["real_check"]["labels"]["health"]
+    assert health["positives"] == sum("health" in labs for _, labs in TINY)
+    assert 0.0 <= health["false_flag_rate"] <= 1.0
     card = (tmp_path / "models/tiny/README.md").read_text()
     assert "Real-text test" in card and "real test chat, whole conversations" in card
+    assert "### Real check" in card and "| language en |" in card
     # the figures say which runtime they hold for, as the engine runs the graph
     assert metrics["runtime"]["fusions_off"] == ["SkipLayerNormFusion"]
     assert "fusions turned off: `SkipLayerNormFusion`" in card
@@ -170,12 +177,14 @@ def test_tiny_model_whole_road(tiny_base: Path, tmp_path: Path) -> None:
     spoilt = json.loads((model_dir / "metrics.json").read_text())
     spoilt["test"]["macro_f1"] = spoilt["real_test"]["macro_f1"] = -1.0
     spoilt["real_test"]["per_language"] = {}
+    del spoilt["real_check"]  # a model exported before the data had the check gains it
     (model_dir / "metrics.json").write_text(json.dumps(spoilt))
     shipped = json.loads((model_dir / "config.json").read_text())
     (model_dir / "config.json").write_text(json.dumps({**shipped, "supported_languages": ["xx"]}))
     again = remeasure(cfg)
     assert again["test"]["macro_f1"] == metrics["test"]["macro_f1"]
     assert again["real_test"] == metrics["real_test"]
+    assert again["real_check"] == metrics["real_check"]
     assert again["export"] == metrics["export"]
     assert json.loads((model_dir / "config.json").read_text()) == shipped
 

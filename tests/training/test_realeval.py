@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
-from training.realeval import by_transcript, evaluate
+from training.realeval import by_transcript, evaluate, judge
 
 # A disclosure and a generic reply, then a "me too" that is health only through the turns
 # before it, and a question that is health on its own words. Written for this test.
@@ -101,3 +102,12 @@ def test_real_chat_is_also_judged_whole_conversation_by_conversation(
     assert whole["labels"]["health"]["support"] == 1  # the union: conversation a
     assert whole["labels"]["health"]["f1"] == 1.0  # a is flagged through its first message
     assert whole["not_sensitive"] == 1 and whole["not_sensitive_flagged"] == 0.0
+
+
+def test_judge_gives_each_labels_false_flags_among_the_items_without_it() -> None:
+    y = np.array([[1, 0], [0, 1], [0, 0], [0, 0]], np.float32)
+    p = np.array([[0.9, 0.8], [0.7, 0.9], [0.2, 0.95], [0.1, 0.1]], np.float32)
+    rep = judge(y, p, ("health", "religion"), {"health": 0.5, "religion": 0.5})
+    # health: 1 of the 3 items without it flagged; religion: 2 of 3
+    assert rep["false_flag_rate"] == pytest.approx({"health": 1 / 3, "religion": 2 / 3})
+    assert rep["not_sensitive_flagged"] == pytest.approx(0.5)  # item 3 flagged, item 4 not
