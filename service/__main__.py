@@ -87,7 +87,8 @@ def serve(args: argparse.Namespace) -> int:
         app,  # type: ignore[arg-type]
         factory=settings.workers > 1,
         workers=settings.workers,
-        timeout_graceful_shutdown=30,
+        # a float is what uvicorn waits with (asyncio.wait_for); its hint says int
+        timeout_graceful_shutdown=settings.shutdown_timeout_s,  # type: ignore[arg-type]
         loop=settings.event_loop,
         http=HeaderTimeoutProtocol,  # headers slower than ST_HEADER_TIMEOUT_S: 408, closed
         host=settings.host,

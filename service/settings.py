@@ -90,6 +90,13 @@ class Settings(BaseSettings):
     header_timeout_s: float = Field(
         10.0, gt=0, le=300, description="Seconds a request's headers may take (else 408, closed)."
     )
+    shutdown_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="Seconds a SIGTERM waits for requests in flight to finish before the ones "
+        "left are cut off (500); set it under the orchestrator's grace period.",
+    )
     body_timeout_s: float = Field(
         10.0, gt=0, le=300, description="Seconds a request body may take to arrive (else 408)."
     )

@@ -104,3 +104,38 @@ def test_the_service_runs_without_pyarrow(tmp_path: Path) -> None:
     assert score.returncode == 2
     assert "sensitive-topics[batch]" in score.stderr
     assert "Traceback" not in score.stderr
+
+
+def test_the_drain_timeout_is_the_setting_uvicorn_is_given(
+    shipped_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ST_SHUTDOWN_TIMEOUT_S` is how long a SIGTERM waits for requests in flight (uvicorn's
+    graceful-shutdown timeout); the server itself is not started here."""
+    import signal
+
+    import uvicorn
+
+    from service.__main__ import main
+    from service.settings import get_settings
+
+    given: dict[str, object] = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: given.update(kw))
+    for key in [k for k in os.environ if k.startswith("ST_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("ST_AUTH_REQUIRED", "false")
+    monkeypatch.setenv("ST_MODEL_DIR", str(shipped_model_dir))
+    monkeypatch.setenv("ST_SHUTDOWN_TIMEOUT_S", "7.5")
+    before = signal.getsignal(signal.SIGTERM)
+    get_settings.cache_clear()
+    try:
+        assert main(["serve"]) == 0
+    finally:
+        signal.signal(signal.SIGTERM, before)
+        get_settings.cache_clear()
+    assert given["timeout_graceful_shutdown"] == 7.5
+
+
+def test_a_drain_timeout_of_zero_stops_start_up() -> None:
+    r = run_serve({"ST_AUTH_REQUIRED": "false", "ST_SHUTDOWN_TIMEOUT_S": "0"})
+    assert r.returncode == 2
+    assert "ST_SHUTDOWN_TIMEOUT_S" in r.stderr
