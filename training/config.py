@@ -125,6 +125,11 @@ class TrainConfig:
     # teacher's judgement than the labels alone give it
     teacher: str = ""
     distill: float = 0.5
+    # a Parquet file of unlabelled real rows (`python -m training.pool`) added to the epoch and
+    # learnt from the teacher's probabilities alone (no label loss on them; needs `teacher`),
+    # at most `teacher_pool_size` of them, a fixed random subset by seed (0 = all); "" = none
+    teacher_pool: str = ""
+    teacher_pool_size: int = 0
     # times each train example of these kinds is seen per epoch, after the mix above (e.g.
     # {"transcript": 2}: the authored conversations, whose late turns are sensitive through
     # the turns before, weigh more against the many short real chat replies labelled none)

@@ -31,6 +31,7 @@ from training.config import TrainConfig, cli, resolve, resolve_base_model
 from training.data import load_splits, splits_hash
 from training.metrics import choose_thresholds, multi_hot, report
 from training.model import MultiLabelClassifier, batch_tensors, make_encoder, predict_logits
+from training.pool import POOL_KIND
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,31 @@ def repeat_kinds(ds: Any, times: dict[str, int]) -> Any:
     return concatenate_datasets([ds, *extra])
 
 
+def add_pool(ds: Any, cfg: TrainConfig) -> Any:
+    """The train split with the unlabelled pool of `cfg.teacher_pool` added (kind `pool`; at
+    most `cfg.teacher_pool_size` rows, a fixed random subset by seed), restricted to the run's
+    languages as the splits are."""
+    if not cfg.teacher_pool:
+        return ds
+    if not cfg.teacher:
+        raise ValueError("teacher_pool: the pool is learnt from a teacher; set `teacher`")
+    from datasets import Dataset, concatenate_datasets
+
+    path = resolve(cfg.teacher_pool)
+    if not path.exists():
+        raise ValueError(
+            f"teacher_pool={cfg.teacher_pool!r}: no such file (python -m training.pool)"
+        )
+    pool = select(Dataset.from_parquet(str(path)), cfg.languages)
+    if set(pool["kind"]) - {POOL_KIND} or any(pool["labels"]):
+        raise ValueError(f"teacher_pool={cfg.teacher_pool!r}: not an unlabelled pool")
+    if cfg.teacher_pool_size and len(pool) > cfg.teacher_pool_size:
+        keep = np.random.default_rng(cfg.seed).permutation(len(pool))[: cfg.teacher_pool_size]
+        pool = pool.select(sorted(keep))
+    pool = pool.select_columns(list(ds.column_names)).cast(ds.features)
+    return concatenate_datasets([ds, pool])
+
+
 def pos_weights(cfg: TrainConfig, y: np.ndarray) -> torch.Tensor:
     """Weight of positives in the loss, per label."""
     if isinstance(cfg.class_weights, dict):
@@ -114,15 +140,31 @@ def distilled_loss(
     target: torch.Tensor,
     teacher: torch.Tensor | None,
     weight: float,
+    taught_only: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The label loss, and with a teacher (`TrainConfig.teacher`) its share `weight` given to
     plain cross-entropy against the teacher's probabilities: no positive weights on that part,
-    so that alone it is least where the student's probabilities are the teacher's."""
-    loss = loss_fn(logits, target)
+    so that alone it is least where the student's probabilities are the teacher's. Rows marked
+    in `taught_only` (the unlabelled pool, `TrainConfig.teacher_pool`) have no label loss: the
+    teacher's part is all of theirs."""
     if teacher is None:
-        return loss
-    soft = torch.nn.functional.binary_cross_entropy_with_logits(logits, teacher)
-    return (1 - weight) * loss + weight * soft
+        return loss_fn(logits, target)
+    soft = torch.nn.functional.binary_cross_entropy_with_logits(
+        logits, teacher, reduction="none"
+    ).mean(dim=1)
+    if taught_only is None or not bool(taught_only.any()):
+        return (1 - weight) * loss_fn(logits, target) + weight * soft.mean()
+    # the mean over the batch's rows of each row's loss: a labelled row's as above, an
+    # unlabelled pool row's the teacher's part alone
+    labelled = ~taught_only
+    share = labelled.float().mean()
+    pooled = soft[taught_only].mean()
+    if not bool(labelled.any()):
+        return pooled
+    mixed = (1 - weight) * loss_fn(logits[labelled], target[labelled]) + weight * soft[
+        labelled
+    ].mean()
+    return share * mixed + (1 - share) * pooled
 
 
 def load_teacher(cfg: TrainConfig, tok: Any) -> MultiLabelClassifier | None:
@@ -286,6 +328,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
         select(ds["train"], cfg.languages), cfg.real_repeat, cfg.authored_share, cfg.seed
     )
     train_ds = repeat_kinds(train_ds, cfg.kind_repeat)
+    train_ds = add_pool(train_ds, cfg)
     train_ds = train_ds.shuffle(seed=cfg.seed)
     if cfg.select_on not in ds:
         raise ValueError(f"select_on={cfg.select_on!r}: no such split in {splits_dir}")
@@ -294,6 +337,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     other = "validation" if cfg.select_on != "validation" else "real_validation"
     check_ds = select(ds[other], cfg.languages) if other in ds else None
     y_train = multi_hot(list(train_ds["labels"]), cfg.labels)
+    taught_only = np.array([k == POOL_KIND for k in train_ds["kind"]], bool)
     y_val = multi_hot(list(val_ds["labels"]), cfg.labels)
     log.info("train %d, %s %d examples", len(train_ds), cfg.select_on, len(val_ds))
 
@@ -343,7 +387,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     ]
     opt = torch.optim.AdamW(groups, lr=cfg.learning_rate)
     sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * total), total)
-    loss_fn = FocalBCE(pos_weights(cfg, y_train), cfg.focal_gamma)
+    loss_fn = FocalBCE(pos_weights(cfg, y_train[~taught_only]), cfg.focal_gamma)
     teacher = load_teacher(cfg, tok)
 
     # -- loop ---------------------------------------------------------------------------------
@@ -460,7 +504,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
                     taught: torch.Tensor | None = torch.sigmoid(teacher(ids, mask))
             else:
                 taught = None
-            loss = distilled_loss(loss_fn, logits, target, taught, cfg.distill)
+            loss = distilled_loss(
+                loss_fn, logits, target, taught, cfg.distill, torch.from_numpy(taught_only[idx])
+            )
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()

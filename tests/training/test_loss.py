@@ -61,3 +61,37 @@ def test_distillation_gives_its_share_to_unweighted_cross_entropy_against_the_te
     moved = torch.logit(teacher).requires_grad_(True)
     distilled_loss(loss_fn, moved, target, teacher, 0.0).backward()
     assert moved.grad is not None and moved.grad.abs().max() > 1e-2
+
+
+def test_pool_rows_learn_from_the_teacher_alone_and_each_row_weighs_the_same() -> None:
+    """Rows of the unlabelled pool (`taught_only`) have no label loss: the batch's loss is the
+    mean over rows of a labelled row's mixed loss and a pool row's cross-entropy to the
+    teacher; with no pool row in the batch it is the loss of a run without a pool."""
+    torch.manual_seed(3)
+    logits, target = torch.randn(8, 3), (torch.rand(8, 3) > 0.5).float()
+    teacher = torch.rand(8, 3)
+    loss_fn = FocalBCE(torch.tensor([3.0, 1.0, 2.0]), 0.0)
+    none = torch.zeros(8, dtype=torch.bool)
+    assert torch.allclose(
+        distilled_loss(loss_fn, logits, target, teacher, 0.3, none),
+        distilled_loss(loss_fn, logits, target, teacher, 0.3),
+    )
+    pool = torch.tensor([0, 1, 0, 0, 1, 1, 0, 0], dtype=torch.bool)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    rows = [
+        bce(logits[i], teacher[i])
+        if pool[i]
+        else 0.7 * loss_fn(logits[i : i + 1], target[i : i + 1]) + 0.3 * bce(logits[i], teacher[i])
+        for i in range(8)
+    ]
+    got = distilled_loss(loss_fn, logits, target, teacher, 0.3, pool)
+    assert torch.allclose(got, torch.stack(rows).mean(), atol=1e-6)
+    # a pool row's labels (none) never enter: changing them changes nothing
+    flipped = target.clone()
+    flipped[pool] = 1.0
+    assert torch.equal(distilled_loss(loss_fn, logits, flipped, teacher, 0.3, pool), got)
+    # a batch of pool rows only is the teacher's part alone
+    every = torch.ones(8, dtype=torch.bool)
+    assert torch.allclose(
+        distilled_loss(loss_fn, logits, target, teacher, 0.3, every), bce(logits, teacher)
+    )
