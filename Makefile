@@ -73,7 +73,15 @@ $(STAGE1)/checkpoint.json: | $(VENV)/.dev
 
 readback: $(STAGE1)/checkpoint.json ## read e5-multi 1.7.0 back out of git history (a start or teacher for a second stage)
 
-train: $(SPLITS)/manifest.json $(STAGE_DEPS) ## fine-tune the model of CONFIG (default: multilingual e5); RESUME=1 goes on with a cut run
+# A distilled run's unlabelled pool (`"teacher_pool"`: "build/pool/unlabelled.parquet"), drawn
+# from the real packages `make data` fetched; `make train` makes it first when CONFIG names it.
+POOL := build/pool/unlabelled.parquet
+POOL_DEPS := $(if $(shell grep -s -l '"$(POOL)"' $(CONFIG)),$(POOL))
+
+$(POOL): $(SPLITS)/manifest.json training/pool.py | $(VENV)/.dev
+	$(BIN)/python -m training.pool --out $(POOL)
+
+train: $(SPLITS)/manifest.json $(STAGE_DEPS) $(POOL_DEPS) ## fine-tune the model of CONFIG (default: multilingual e5); RESUME=1 goes on with a cut run
 	$(BIN)/python -m training.train --config $(CONFIG) $(if $(RESUME),--resume)
 
 evaluate: ## thresholds on validation, metrics on test, for the run of CONFIG

@@ -81,7 +81,7 @@ def _row(source: str, it: dict[str, Any], turn: int, history: list[list[str]]) -
 def build(
     sources: list[str],
     per_pool: int = 600,
-    chat_conversations: int = 300,
+    chat_conversations: int = 400,
     languages: tuple[str, ...] = LANGUAGES,
     items_dir: str = ITEMS_DIR,
     splits_dir: str = SPLITS_DIR,
@@ -134,7 +134,7 @@ def main() -> None:
     ap.add_argument(
         "--per-pool", type=int, default=600, help="single items per source and language"
     )
-    ap.add_argument("--chat-conversations", type=int, default=300)
+    ap.add_argument("--chat-conversations", type=int, default=400)
     ap.add_argument("--languages", default=",".join(LANGUAGES))
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
