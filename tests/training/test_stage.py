@@ -49,6 +49,22 @@ def test_train_without_a_stage_does_not_make_one(tmp_path: Path) -> None:
     assert "training.train" in plan
 
 
+def test_train_draws_the_named_teacher_pool_first_and_only_then(tmp_path: Path) -> None:
+    pool = tmp_path / "pool" / "unlabelled.parquet"
+    named = tmp_path / "pooled.json"
+    named.write_text(json.dumps({"teacher": "x", "teacher_pool": str(pool)}))
+    out = subprocess.run(
+        ["make", "-n", "-C", str(ROOT), "train", f"CONFIG={named}", f"POOL={pool}"],
+        capture_output=True, text=True, check=True,
+    ).stdout.splitlines()  # fmt: skip
+    draw = next(i for i, s in enumerate(out) if "training.pool" in s and str(pool) in s)
+    train = next(i for i, s in enumerate(out) if "training.train" in s)
+    assert draw < train
+    plain = tmp_path / "plain.json"
+    plain.write_text(json.dumps({"teacher": "x"}))
+    assert "training.pool" not in _dry_run(plain, tmp_path / "runs" / "earlier")
+
+
 def test_the_stage_revision_holds_a_model_directory() -> None:
     shallow = subprocess.run(
         ["git", "-C", str(ROOT), "rev-parse", "--is-shallow-repository"],
