@@ -105,6 +105,16 @@ def add_pool(ds: Any, cfg: TrainConfig) -> Any:
     return concatenate_datasets([ds, pool])
 
 
+def run_data_hash(splits_dir: Path, cfg: TrainConfig) -> str:
+    """The hash of the data a run learns from: the splits', and with a teacher pool the pool
+    file's too (a resume on a pool drawn again differently is refused; checkpoints record it)."""
+    base = splits_hash(splits_dir)
+    if not cfg.teacher_pool:
+        return base
+    digest = hashlib.sha256(resolve(cfg.teacher_pool).read_bytes()).hexdigest()[:16]
+    return f"{base}+pool:{digest}"
+
+
 def pos_weights(cfg: TrainConfig, y: np.ndarray) -> torch.Tensor:
     """Weight of positives in the loss, per label."""
     if isinstance(cfg.class_weights, dict):
@@ -397,7 +407,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     best: dict[str, Any] = {"macro_f1": -1.0}
     stale, step, started = 0, 0, time.time()
     eval_every = cfg.eval_every or steps_per_epoch
-    data_hash = splits_hash(splits_dir)
+    data_hash = run_data_hash(splits_dir, cfg)
     resume_path = run_dir / RESUME_FILE
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
     fingerprint = _fingerprint(model, tok, frozen)

@@ -144,3 +144,20 @@ def test_a_pool_with_labels_or_other_kinds_is_refused(tmp_path: Path) -> None:
     missing = TrainConfig(name="t", teacher="x", teacher_pool=str(tmp_path / "none.parquet"))
     with pytest.raises(ValueError, match="no such file"):
         add_pool(_train_split(), missing)
+
+
+def test_a_pooled_run_hashes_its_pool_with_the_splits(tmp_path: Path) -> None:
+    """A checkpoint records the pool it learnt from, and a resume on a pool drawn again
+    differently is refused (the resume state's data hash differs)."""
+    from training.train import run_data_hash
+
+    splits = tmp_path / "splits"
+    splits.mkdir()
+    (splits / "manifest.json").write_text(json.dumps({"inputs_hash": "abc"}))
+    assert run_data_hash(splits, TrainConfig(name="t")) == "abc"
+    rows = [{"id": "p0", "lang": "en", "kind": "pool", "labels": []}]
+    cfg = TrainConfig(name="t", teacher="x", teacher_pool=_pool_file(tmp_path, rows))
+    first = run_data_hash(splits, cfg)
+    assert first.startswith("abc+pool:") and run_data_hash(splits, cfg) == first
+    _pool_file(tmp_path, [*rows, {"id": "p1", "lang": "fr", "kind": "pool", "labels": []}])
+    assert run_data_hash(splits, cfg) != first
